@@ -1,0 +1,3 @@
+//! Listeners: bind, accept, TLS; hands byte streams to `proxy`.
+
+pub mod tls;

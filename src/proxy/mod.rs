@@ -1,0 +1,1 @@
+//! The hyper service: route, pick, forward or upgrade.

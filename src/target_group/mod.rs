@@ -1,0 +1,1 @@
+//! Target groups: registered targets and the choice of one.
