@@ -1,4 +1,29 @@
-//! albatross: a Layer-7, WebSocket-aware reverse proxy that behaves like an AWS ALB.
+//! albatross: a Layer-7, WebSocket-aware reverse proxy that behaves like an AWS
+//! Application Load Balancer.
+//!
+//! ```text
+//!  client ──TCP──► listener ──(TLS)──► proxy (hyper) ──► routing ──► action
+//!                                                                    │
+//!                      redirect / fixed_response ◄───────────────────┤
+//!                                                                    ▼
+//!                                         target_group::pick ──► forward (pooled HTTP/1.1)
+//!                                                                │
+//!                                                       upgrade ─┴─► 101 ──► tunnel::splice
+//! ```
+//!
+//! | module | job |
+//! | --- | --- |
+//! | [`config`] | TOML → validated, immutable [`config::Config`]; errors with locations |
+//! | [`listener`] | bind, accept, TLS (certificates, SNI, policies, ALPN) |
+//! | [`routing`] | listener rules compiled into matchers; no I/O |
+//! | [`target_group`] | registered targets and the choice of one |
+//! | [`proxy`] | the hyper service: forward, upgrade, ALB headers and error pages |
+//! | [`tunnel`] | the post-101 byte pipe with idle timeout |
+//! | [`backend`] | the heartbeat WebSocket backend |
+//! | [`shutdown`] | cancellation tokens and the task tracker |
+//!
+//! Start a proxy in-process with [`Proxy::start`] (any listener may use port 0) and
+//! read the bound addresses from the returned [`ProxyHandle`].
 
 pub mod backend;
 pub mod certs;
@@ -6,5 +31,201 @@ pub mod config;
 pub mod listener;
 pub mod proxy;
 pub mod routing;
+pub mod shutdown;
 pub mod target_group;
 pub mod tunnel;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use config::model::Protocol;
+use config::{Config, ConfigErrors, Origin};
+use proxy::{ListenerContext, Runtime};
+use shutdown::Shutdown;
+
+/// Why a proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("Cannot listen on {addr}: {source}.")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Entry point of the library.
+pub struct Proxy;
+
+impl Proxy {
+    /// Bind every listener and backend of `config`, then start serving.
+    /// Returns once all sockets are bound, so the addresses are ready to use.
+    pub async fn start(config: Config) -> Result<ProxyHandle, StartError> {
+        let config = Arc::new(config);
+        let shutdown = Shutdown::new();
+
+        // Bind everything first: a taken port fails the start before anything runs.
+        let mut bound = Vec::with_capacity(config.listeners.len());
+        for l in &config.listeners {
+            let addr = SocketAddr::new(l.address, l.port);
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })?;
+            let local_addr = listener
+                .local_addr()
+                .map_err(|source| StartError::Bind { addr, source })?;
+            bound.push((listener, local_addr));
+        }
+        let mut backend_listeners = Vec::with_capacity(config.backends.len());
+        for b in &config.backends {
+            let listener =
+                TcpListener::bind(b.listen)
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        addr: b.listen,
+                        source,
+                    })?;
+            backend_listeners.push(listener);
+        }
+
+        // Backends stop last, after the proxy has drained.
+        let backend_cancel = tokio_util::sync::CancellationToken::new();
+        let mut backends = Vec::with_capacity(config.backends.len());
+        for (b, listener) in config.backends.iter().zip(backend_listeners) {
+            let options = backend::BackendOptions {
+                id: b.id.clone(),
+                ping_interval: b.ping_interval,
+                ping_timeout: b.ping_timeout,
+                redis: b.redis.clone(),
+            };
+            let handle = backend::start(listener, options, backend_cancel.child_token())
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: b.listen,
+                    source,
+                })?;
+            backends.push(handle);
+        }
+
+        let runtime = Arc::new(Runtime::new(config.clone(), shutdown.clone()).await);
+        let mut listeners = Vec::with_capacity(bound.len());
+        for (l, (listener, local_addr)) in config.listeners.iter().zip(bound) {
+            let ctx = Arc::new(ListenerContext {
+                runtime: runtime.clone(),
+                router: routing::Router::new(l),
+                protocol: l.protocol,
+                port: local_addr.port(),
+            });
+            let tls = l
+                .tls
+                .as_ref()
+                .map(|t| TlsAcceptor::from(t.server_config.clone()));
+            shutdown
+                .tracker
+                .spawn(listener::run_accept_loop(listener, ctx, tls));
+            listeners.push(BoundListener {
+                local_addr,
+                protocol: l.protocol,
+                configured_port: l.port,
+            });
+        }
+
+        Ok(ProxyHandle {
+            config,
+            listeners,
+            backends,
+            backend_cancel,
+            shutdown,
+        })
+    }
+
+    /// Validate `text` (relative paths resolve against the current directory) and start.
+    pub async fn start_str(text: &str) -> Result<ProxyHandle, StartError> {
+        let origin = Origin {
+            name: "<config>".to_string(),
+            base_dir: std::env::current_dir().unwrap_or_default(),
+        };
+        Proxy::start(config::from_str(text, &origin)?).await
+    }
+
+    /// Load and validate a config file, then start.
+    pub async fn start_file(path: &Path) -> Result<ProxyHandle, StartError> {
+        Proxy::start(config::load_file(path)?).await
+    }
+}
+
+/// One bound listener.
+#[derive(Debug, Clone, Copy)]
+pub struct BoundListener {
+    /// The address actually bound (the real port when the config said 0).
+    pub local_addr: SocketAddr,
+    pub protocol: Protocol,
+    pub configured_port: u16,
+}
+
+/// A running proxy. Dropping it closes everything at once; [`ProxyHandle::shutdown`]
+/// drains gracefully.
+pub struct ProxyHandle {
+    config: Arc<Config>,
+    listeners: Vec<BoundListener>,
+    backends: Vec<backend::BackendHandle>,
+    backend_cancel: tokio_util::sync::CancellationToken,
+    shutdown: Shutdown,
+}
+
+impl ProxyHandle {
+    /// Listeners in config order.
+    pub fn listeners(&self) -> &[BoundListener] {
+        &self.listeners
+    }
+
+    /// The bound address of the `index`th listener (config order).
+    pub fn listener_addr(&self, index: usize) -> SocketAddr {
+        self.listeners[index].local_addr
+    }
+
+    /// The admin listener's address; `None` when `[admin]` is absent.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+
+    /// The heartbeat backends this proxy started, in config order.
+    pub fn backends(&self) -> &[backend::BackendHandle] {
+        &self.backends
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Stop accepting, let in-flight requests finish and tunnels run until the
+    /// configured `shutdown_timeout`, then close what is left and stop the backends.
+    pub async fn shutdown(self) {
+        let deadline = self.config.load_balancer.shutdown_timeout;
+        self.shutdown_within(deadline).await;
+    }
+
+    /// [`ProxyHandle::shutdown`] with an explicit deadline.
+    pub async fn shutdown_within(self, deadline: Duration) {
+        self.shutdown.drain(deadline).await;
+        self.backend_cancel.cancel();
+    }
+
+    /// Resolves when a shutdown has begun (for callers that wait on the proxy).
+    pub async fn stopping(&self) {
+        self.shutdown.stop_accepting.cancelled().await
+    }
+}
+
+impl Drop for ProxyHandle {
+    fn drop(&mut self) {
+        self.shutdown.close_all.cancel();
+        self.backend_cancel.cancel();
+    }
+}

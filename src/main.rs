@@ -1,1 +1,221 @@
-fn main() {}
+//! The `albatross` binary: run on the embedded default or a config file, check a
+//! config, or run one heartbeat backend.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use albatross::config::{self, Origin};
+use albatross::{backend, certs, Proxy, ProxyHandle};
+
+/// A Layer-7, WebSocket-aware reverse proxy that behaves like an AWS Application Load Balancer.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Config file (TOML). Without it albatross runs on its embedded default.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a config and print the effective model, or every error with its location.
+    Check,
+    /// Run one heartbeat WebSocket backend.
+    Backend {
+        /// Address to listen on, e.g. 127.0.0.1:9001.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Name shown in the hello message (default: the listen address).
+        #[arg(long)]
+        id: Option<String>,
+        /// Time between Ping frames, e.g. 25s or 300ms; 0 disables pings.
+        #[arg(long, default_value = "25s", value_parser = parse_optional_duration)]
+        ping_interval: OptionalDuration,
+        /// Time allowed for the Pong after a Ping; 0 disables the deadline.
+        #[arg(long, default_value = "20s", value_parser = parse_optional_duration)]
+        ping_timeout: OptionalDuration,
+        /// Redis URL for cross-instance notifications.
+        #[arg(long)]
+        redis: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy)]
+struct OptionalDuration(Option<Duration>);
+
+fn parse_optional_duration(s: &str) -> Result<OptionalDuration, String> {
+    let s = s.trim();
+    let d = match s.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(s)
+            .map_err(|e| format!("'{s}' is not a duration such as 25s or 300ms ({e})"))?,
+    };
+    Ok(OptionalDuration((!d.is_zero()).then_some(d)))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("albatross: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Some(Command::Check) => check(cli.config),
+            Some(Command::Backend {
+                listen,
+                id,
+                ping_interval,
+                ping_timeout,
+                redis,
+            }) => {
+                let options = backend::BackendOptions {
+                    id: id.unwrap_or_else(|| listen.to_string()),
+                    ping_interval: ping_interval.0,
+                    ping_timeout: ping_timeout.0,
+                    redis,
+                };
+                run_backend(listen, options).await
+            }
+            None => run(cli.config).await,
+        }
+    })
+}
+
+/// Load the config file, or the embedded default (generating its certificate first).
+fn load(path: Option<&PathBuf>) -> Result<config::Config, String> {
+    match path {
+        Some(path) => config::load_file(path).map_err(|e| e.to_string()),
+        None => {
+            let base_dir = std::env::current_dir()
+                .map_err(|e| format!("cannot read the current directory: {e}"))?;
+            certs::ensure_localhost_cert(&base_dir.join("certs"))
+                .map_err(|e| format!("cannot create the self-signed certificate in certs/: {e}"))?;
+            let origin = Origin {
+                name: "<embedded default>".to_string(),
+                base_dir,
+            };
+            config::from_str(config::DEFAULT_CONFIG, &origin).map_err(|e| e.to_string())
+        }
+    }
+}
+
+fn check(path: Option<PathBuf>) -> ExitCode {
+    let Some(path) = path else {
+        eprintln!("albatross check: give the file to check with --config FILE.");
+        return ExitCode::from(2);
+    };
+    match config::load_file(&path) {
+        Ok(cfg) => {
+            println!("{}: OK", path.display());
+            println!("{}", config::describe(&cfg));
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            println!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(path: Option<PathBuf>) -> ExitCode {
+    let cfg = match load(path.as_ref()) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let handle = match Proxy::start(cfg).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("albatross: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    announce(&handle);
+    wait_for_signal().await;
+    tracing::info!("Shutting down: no new connections; finishing requests and tunnels (signal again to stop at once).");
+    tokio::select! {
+        _ = handle.shutdown() => {}
+        _ = wait_for_signal() => tracing::info!("Stopping at once."),
+    }
+    ExitCode::SUCCESS
+}
+
+fn announce(handle: &ProxyHandle) {
+    for b in handle.backends() {
+        tracing::info!("Heartbeat backend listening on http://{}", b.local_addr);
+    }
+    for l in handle.listeners() {
+        let scheme = l.protocol.scheme();
+        tracing::info!("{} listener on {scheme}://{}", l.protocol, l.local_addr);
+    }
+}
+
+async fn run_backend(listen: SocketAddr, options: backend::BackendOptions) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("albatross backend: cannot listen on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cancel = CancellationToken::new();
+    let handle = match backend::start(listener, options, cancel.clone()).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("albatross backend: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        "Heartbeat backend listening on http://{}",
+        handle.local_addr
+    );
+    wait_for_signal().await;
+    cancel.cancel();
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,1 +1,185 @@
-//! The hyper service: route, pick, forward or upgrade.
+//! The hyper service, the only module that speaks HTTP: for each request it asks
+//! `routing` for the action, `target_group` for a target, then forwards the request
+//! (`forward`) or relays the upgrade and hands the two connections to `tunnel`
+//! (`upgrade`). Errors become ALB's status codes in `error`.
+
+pub mod actions;
+pub mod error;
+pub mod forward;
+pub mod headers;
+pub mod upgrade;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::model::{Action, Config, Protocol};
+use crate::routing::Router;
+use crate::shutdown::Shutdown;
+use crate::target_group::{pick_group, TargetGroupState};
+use error::{elb_response, ElbError};
+use headers::{is_upgrade, xff_entries, Forwarded, MAX_XFF_ENTRIES};
+
+/// Response body: a target's streamed body, or one the load balancer made.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// Everything requests of one config need, shared by all its listeners.
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub groups: Vec<TargetGroupState>,
+    pub shutdown: Shutdown,
+    client: Client<HttpConnector, Incoming>,
+}
+
+impl Runtime {
+    pub async fn new(config: Arc<Config>, shutdown: Shutdown) -> Runtime {
+        let mut groups = Vec::with_capacity(config.target_groups.len());
+        for g in &config.target_groups {
+            groups.push(TargetGroupState::new(g).await);
+        }
+        let lb = &config.load_balancer;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(lb.connect_timeout));
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(lb.idle_timeout)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(connector);
+        Runtime {
+            config,
+            groups,
+            shutdown,
+            client,
+        }
+    }
+}
+
+/// One listener's view: its compiled rules and the port clients connected to.
+pub struct ListenerContext {
+    pub runtime: Arc<Runtime>,
+    pub router: Router,
+    pub protocol: Protocol,
+    /// The bound port (differs from the configured one when that was 0).
+    pub port: u16,
+}
+
+/// Handle one request on a client connection whose stream type is `S`.
+pub async fn handle<S>(
+    req: Request<Incoming>,
+    ctx: Arc<ListenerContext>,
+    client: SocketAddr,
+) -> Result<Response<ProxyBody>, Infallible>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    Ok(respond::<S>(req, &ctx, client).await)
+}
+
+async fn respond<S>(
+    req: Request<Incoming>,
+    ctx: &Arc<ListenerContext>,
+    client: SocketAddr,
+) -> Response<ProxyBody>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    if req.method() == Method::TRACE {
+        return elb(ElbError::MethodNotAllowed);
+    }
+    if xff_entries(req.headers()) > MAX_XFF_ENTRIES {
+        return elb(ElbError::TooManyForwardedFor);
+    }
+    let (parts, body) = req.into_parts();
+    let matched = ctx.router.route(&parts, client.ip());
+    let req = Request::from_parts(parts, body);
+    match matched.action {
+        Action::FixedResponse(fixed) => actions::fixed_response(fixed).map(Either::Right),
+        Action::Redirect(redirect) => {
+            let host = request_host(&req);
+            let input = actions::RedirectInput {
+                protocol: ctx.protocol.scheme(),
+                host: headers::split_host_port(&host).0,
+                port: ctx.port,
+                path: req.uri().path(),
+                query: req.uri().query().unwrap_or(""),
+            };
+            actions::redirect_response(redirect, &input).map(Either::Right)
+        }
+        Action::Forward(forward) => {
+            let Some(group) = pick_group(forward) else {
+                return elb(ElbError::NoTargets);
+            };
+            let Some(target) = ctx.runtime.groups[group.0].pick() else {
+                return elb(ElbError::NoTargets);
+            };
+            let lb = &ctx.runtime.config.load_balancer;
+            let fwd = Forwarded {
+                client,
+                protocol: ctx.protocol,
+                port: ctx.port,
+                xff_mode: lb.xff_header_processing,
+                xff_client_port: lb.xff_client_port,
+                preserve_host_header: lb.preserve_host_header,
+            };
+            let result = if is_upgrade(req.headers()) {
+                upgrade::upgrade::<S>(req, target, &fwd, ctx).await
+            } else {
+                forward::forward(req, target, &fwd, &ctx.runtime.client, lb.idle_timeout).await
+            };
+            match result {
+                Ok(resp) => resp,
+                Err(e) => {
+                    tracing::warn!(%client, %target, "{e}");
+                    elb(e.elb_error())
+                }
+            }
+        }
+    }
+}
+
+/// The host a request addressed: absolute-form authority, else the Host header.
+fn request_host<B>(req: &Request<B>) -> String {
+    if let Some(a) = req.uri().authority() {
+        return a.as_str().to_string();
+    }
+    req.headers()
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+fn elb(e: ElbError) -> Response<ProxyBody> {
+    elb_response(e.status()).map(Either::Right)
+}
+
+/// Why talking to a target failed; decides the status code the client sees.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("The target refused or reset the connection: {0}.")]
+    Connect(std::io::Error),
+    #[error("Connecting to the target timed out.")]
+    ConnectTimeout,
+    #[error("The target did not answer within the idle timeout.")]
+    ResponseTimeout,
+    #[error("The target closed the connection or answered something malformed: {0}.")]
+    Exchange(String),
+}
+
+impl TargetError {
+    pub fn elb_error(&self) -> ElbError {
+        match self {
+            TargetError::ConnectTimeout | TargetError::ResponseTimeout => ElbError::GatewayTimeout,
+            TargetError::Connect(_) | TargetError::Exchange(_) => ElbError::BadGateway,
+        }
+    }
+}

@@ -46,7 +46,14 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let _ = (client, client_prefix, target, target_prefix, idle_timeout, cancel);
+    let _ = (
+        client,
+        client_prefix,
+        target,
+        target_prefix,
+        idle_timeout,
+        cancel,
+    );
     TunnelReport {
         client_to_target: 0,
         target_to_client: 0,
