@@ -67,10 +67,9 @@ async fn handle_connection(
         None => serve(stream, peer, ctx).await,
         Some(acceptor) => {
             let timeout = ctx.runtime.config.load_balancer.tls_handshake_timeout;
-            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls_stream)) => serve(tls_stream, peer, ctx).await,
-                Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}."),
-                Err(_) => tracing::debug!("TLS handshake timed out after {timeout:?}."),
+            match tls::accept(&acceptor, stream, timeout).await {
+                Ok(tls_stream) => serve(tls_stream, peer, ctx).await,
+                Err(e) => tracing::debug!("{e}"),
             }
         }
     }
