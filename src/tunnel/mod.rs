@@ -20,6 +20,7 @@ mod pool;
 #[cfg(test)]
 mod tests;
 
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -69,20 +70,22 @@ pub struct TunnelReport {
 /// cancellation both sides are shut down; on an I/O error the healthy side is
 /// shut down. Both sockets are dropped when this returns.
 ///
-/// The returned future does not need its own task: it polls both directions
+/// Call it as an `async fn`. The returned future does not need its own task: it polls both directions
 /// itself and holds a copy buffer only while bytes are in flight.
-pub async fn splice<C, T>(
+pub fn splice<C, T>(
     client: C,
     client_prefix: Bytes,
     target: T,
     target_prefix: Bytes,
     idle_timeout: Duration,
     cancel: CancellationToken,
-) -> TunnelReport
+) -> impl Future<Output = TunnelReport>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     T: AsyncRead + AsyncWrite + Unpin,
 {
+    // A plain `fn` rather than `async fn`: an `async fn` wrapper would store
+    // its arguments next to the inner future, making every idle tunnel bigger.
     drive::drive(
         client,
         target,
@@ -91,5 +94,4 @@ where
         idle_timeout,
         cancel,
     )
-    .await
 }

@@ -12,10 +12,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::{pool, splice, TunnelEnd, TunnelReport};
 
+mod tls;
+
 /// Upper bound for anything a test waits on, so a bug fails instead of hanging.
-const LIMIT: Duration = Duration::from_secs(20);
+pub(super) const LIMIT: Duration = Duration::from_secs(20);
 /// Slack allowed past an idle timeout on a busy 2-core machine.
-const MARGIN: Duration = Duration::from_secs(2);
+pub(super) const MARGIN: Duration = Duration::from_secs(2);
 
 /// Both ends of a connected loopback TCP pair.
 async fn tcp_pair() -> (TcpStream, TcpStream) {
