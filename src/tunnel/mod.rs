@@ -1,10 +1,36 @@
 //! The post-101 byte pipe: copy both ways untouched, pass half-closes on, close on idle.
+//!
+//! A tunnel is one future that polls both directions itself ([`drive`]); it
+//! never spawns and never parses what it carries. Each direction borrows a
+//! copy buffer from a per-thread pool ([`pool`]) only while bytes are in
+//! flight, so an idle tunnel holds no buffer. The idle timeout is one sleep
+//! plus an activity stamp ([`idle`]). Directions sit behind a small trait
+//! ([`direction::Direction`]) so a splice(2) path for plaintext TCP↔TCP can
+//! replace the buffered copy without changing the driver.
+//!
+//! This module owns shutting down and dropping both sockets once a tunnel
+//! ends; it never writes WebSocket frames (an idle close sends no close frame,
+//! as with ALB).
 
+mod direction;
+mod drive;
+mod idle;
+mod pool;
+
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
+
+use direction::BufferedCopy;
+
+pub use drive::SHUTDOWN_GRACE;
+pub use pool::BUF_SIZE;
 
 /// Why a tunnel ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,30 +59,39 @@ pub struct TunnelReport {
     pub end: TunnelEnd,
 }
 
-/// Splice `client` and `target`.
-pub async fn splice<C, T>(
+/// Splice `client` and `target` until both directions end, one side fails,
+/// nothing moves for `idle_timeout`, or `cancel` fires.
+///
+/// `client_prefix` (bytes read from the client past the request head) is
+/// written to the target first; `target_prefix` (bytes read from the target
+/// past the 101 head) is written to the client first. An EOF from one side is
+/// passed on as a write shutdown (FIN, or close_notify + FIN over TLS) of the
+/// other, and the other direction keeps flowing. On idle timeout or
+/// cancellation both sides are shut down; on an I/O error the healthy side is
+/// shut down. Both sockets are dropped when this returns.
+///
+/// Call it as an `async fn`. The returned future does not need its own task: it polls both directions
+/// itself and holds a copy buffer only while bytes are in flight.
+pub fn splice<C, T>(
     client: C,
     client_prefix: Bytes,
     target: T,
     target_prefix: Bytes,
     idle_timeout: Duration,
     cancel: CancellationToken,
-) -> TunnelReport
+) -> impl Future<Output = TunnelReport>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let _ = (
+    // A plain `fn` rather than `async fn`: an `async fn` wrapper would store
+    // its arguments next to the inner future, making every idle tunnel bigger.
+    drive::drive(
         client,
-        client_prefix,
         target,
-        target_prefix,
+        BufferedCopy::new(client_prefix),
+        BufferedCopy::new(target_prefix),
         idle_timeout,
         cancel,
-    );
-    TunnelReport {
-        client_to_target: 0,
-        target_to_client: 0,
-        end: TunnelEnd::Cancelled,
-    }
+    )
 }

@@ -1,0 +1,240 @@
+//! One direction of a tunnel, and the buffered copy that implements it for any
+//! `AsyncRead`/`AsyncWrite` pair.
+//!
+//! The [`Direction`] trait is the seam for faster transports: the tunnel
+//! driver only polls two directions, so a splice(2)-based direction for
+//! TCP↔TCP can replace [`BufferedCopy`] without touching the driver.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::pool::PoolBuf;
+
+/// Which stream of a direction failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Faulty {
+    Reader,
+    Writer,
+}
+
+/// An I/O error seen by a direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fault {
+    pub(crate) stream: Faulty,
+    pub(crate) kind: io::ErrorKind,
+}
+
+impl Fault {
+    fn reader(err: &io::Error) -> Self {
+        Fault {
+            stream: Faulty::Reader,
+            kind: err.kind(),
+        }
+    }
+
+    fn writer(err: &io::Error) -> Self {
+        Fault {
+            stream: Faulty::Writer,
+            kind: err.kind(),
+        }
+    }
+}
+
+/// Moves bytes from an `R` to a `W`, passing EOF on as a write shutdown.
+pub(crate) trait Direction<R, W> {
+    /// Moves bytes until something would block (`Pending`), or until the
+    /// reader hit EOF and the writer's write half is shut down (`Ready(Ok)`).
+    /// Sets `*activity` when at least one byte was read or written.
+    fn poll_transfer(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &mut R,
+        to: &mut W,
+        activity: &mut bool,
+    ) -> Poll<Result<(), Fault>>;
+
+    /// Bytes written to the writer so far.
+    fn transferred(&self) -> u64;
+
+    /// The reader has reported EOF.
+    fn saw_eof(&self) -> bool;
+
+    /// EOF was passed on and the writer is shut down; nothing more to do.
+    fn is_done(&self) -> bool;
+}
+
+/// Bytes read but not yet written.
+enum Held {
+    Empty,
+    /// Bytes read before the tunnel started (past the HTTP head).
+    Prefix(Bytes),
+    /// A pooled buffer holding `buf[pos..end]` still to write.
+    Pooled {
+        buf: PoolBuf,
+        pos: usize,
+        end: usize,
+    },
+}
+
+impl Held {
+    fn pending(&self) -> &[u8] {
+        match self {
+            Held::Empty => &[],
+            Held::Prefix(bytes) => bytes,
+            Held::Pooled { buf, pos, end } => &buf.as_slice()[*pos..*end],
+        }
+    }
+
+    /// Marks `n` bytes written; an emptied buffer goes straight back to the pool.
+    fn advance(&mut self, n: usize) {
+        let emptied = match self {
+            Held::Empty => true,
+            Held::Prefix(bytes) => {
+                bytes.advance(n);
+                bytes.is_empty()
+            }
+            Held::Pooled { pos, end, .. } => {
+                *pos += n;
+                *pos >= *end
+            }
+        };
+        if emptied {
+            *self = Held::Empty;
+        }
+    }
+}
+
+/// Phase of a [`BufferedCopy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Copying bytes.
+    Open,
+    /// The reader hit EOF: finish writing, then shut the writer down.
+    Eof,
+    /// The writer is shut down.
+    Done,
+}
+
+/// Copies through a buffer borrowed from the pool only while bytes are in flight.
+pub(crate) struct BufferedCopy {
+    held: Held,
+    phase: Phase,
+    need_flush: bool,
+    transferred: u64,
+}
+
+impl BufferedCopy {
+    /// A copy that first writes `prefix`.
+    pub(crate) fn new(prefix: Bytes) -> Self {
+        BufferedCopy {
+            held: if prefix.is_empty() {
+                Held::Empty
+            } else {
+                Held::Prefix(prefix)
+            },
+            phase: Phase::Open,
+            need_flush: false,
+            transferred: 0,
+        }
+    }
+}
+
+impl<R, W> Direction<R, W> for BufferedCopy
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    fn poll_transfer(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &mut R,
+        to: &mut W,
+        activity: &mut bool,
+    ) -> Poll<Result<(), Fault>> {
+        loop {
+            // 1. Write out whatever is held.
+            let pending = self.held.pending();
+            if !pending.is_empty() {
+                match Pin::new(&mut *to).poll_write(cx, pending) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(0)) => {
+                        let err = io::Error::from(io::ErrorKind::WriteZero);
+                        return Poll::Ready(Err(Fault::writer(&err)));
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.held.advance(n);
+                        self.transferred += n as u64;
+                        self.need_flush = true;
+                        *activity = true;
+                        continue;
+                    }
+                    Poll::Ready(Err(err)) => return Poll::Ready(Err(Fault::writer(&err))),
+                }
+            }
+
+            match self.phase {
+                Phase::Done => return Poll::Ready(Ok(())),
+                // 2. EOF: pass it on as a shutdown of the write half (flushes first).
+                Phase::Eof => {
+                    return match Pin::new(&mut *to).poll_shutdown(cx) {
+                        Poll::Pending => Poll::Pending,
+                        Poll::Ready(Err(err)) if err.kind() != io::ErrorKind::NotConnected => {
+                            Poll::Ready(Err(Fault::writer(&err)))
+                        }
+                        // NotConnected: the peer is already fully gone; nothing to pass on.
+                        Poll::Ready(_) => {
+                            self.phase = Phase::Done;
+                            self.need_flush = false;
+                            Poll::Ready(Ok(()))
+                        }
+                    };
+                }
+                Phase::Open => {}
+            }
+
+            // 3. Read into a borrowed buffer; give it back unless bytes arrived.
+            let mut buf = PoolBuf::take();
+            let mut read_buf = ReadBuf::new(buf.as_mut_slice());
+            match Pin::new(&mut *from).poll_read(cx, &mut read_buf) {
+                Poll::Pending => {
+                    drop(buf);
+                    // Nothing more to read for now: push out what was written.
+                    if self.need_flush {
+                        match Pin::new(&mut *to).poll_flush(cx) {
+                            Poll::Ready(Ok(())) => self.need_flush = false,
+                            Poll::Ready(Err(err)) => return Poll::Ready(Err(Fault::writer(&err))),
+                            Poll::Pending => {}
+                        }
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(())) => {
+                    let end = read_buf.filled().len();
+                    if end == 0 {
+                        self.phase = Phase::Eof;
+                    } else {
+                        self.held = Held::Pooled { buf, pos: 0, end };
+                        *activity = true;
+                    }
+                }
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(Fault::reader(&err))),
+            }
+        }
+    }
+
+    fn transferred(&self) -> u64 {
+        self.transferred
+    }
+
+    fn saw_eof(&self) -> bool {
+        self.phase != Phase::Open
+    }
+
+    fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+}

@@ -1,0 +1,95 @@
+//! The client leg over TLS, as on an HTTPS listener.
+
+use std::sync::Arc;
+
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use super::*;
+
+/// A TLS client stream (the test's end) and the proxy's server end.
+async fn tls_pair() -> (
+    tokio_rustls::client::TlsStream<TcpStream>,
+    tokio_rustls::server::TlsStream<TcpStream>,
+) {
+    let issued = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = issued.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(issued.signing_key.serialize_der()));
+    let server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let client = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+
+    let (client_tcp, proxy_tcp) = tcp_pair().await;
+    let name = ServerName::try_from("localhost").unwrap();
+    let (client, proxy) = tokio::join!(
+        TlsConnector::from(Arc::new(client)).connect(name, client_tcp),
+        TlsAcceptor::from(Arc::new(server)).accept(proxy_tcp),
+    );
+    (client.unwrap(), proxy.unwrap())
+}
+
+/// On idle timeout a TLS client gets close_notify and then EOF, so its read
+/// ends cleanly (without close_notify tokio-rustls reports UnexpectedEof).
+#[tokio::test]
+async fn tls_client_gets_close_notify_on_idle_timeout() {
+    let idle = Duration::from_millis(250);
+    let (mut client, proxy_client) = tls_pair().await;
+    let (proxy_target, mut target) = tcp_pair().await;
+    let task = tokio::spawn(splice(
+        proxy_client,
+        Bytes::new(),
+        proxy_target,
+        Bytes::from_static(b"tail "),
+        idle,
+        CancellationToken::new(),
+    ));
+
+    client.write_all(b"over tls").await.unwrap();
+    client.flush().await.unwrap();
+    assert_eq!(read_exact_n(&mut target, 8).await, b"over tls");
+    target.write_all(b"plain").await.unwrap();
+    assert_eq!(read_exact_n(&mut client, 10).await, b"tail plain");
+
+    let (client_end, target_end) = tokio::join!(read_to_eof(&mut client), read_to_eof(&mut target));
+    assert_eq!(client_end.expect("clean TLS close"), b"");
+    assert_eq!(target_end.unwrap(), b"");
+    let r = report(task).await;
+    assert_eq!(r.end, TunnelEnd::IdleTimeout);
+    assert_eq!((r.client_to_target, r.target_to_client), (8, 10));
+}
+
+/// A TLS client's close_notify + FIN reaches the target as a FIN, and the
+/// target's reply still reaches the client.
+#[tokio::test]
+async fn tls_client_half_close_reaches_target() {
+    let (mut client, proxy_client) = tls_pair().await;
+    let (proxy_target, mut target) = tcp_pair().await;
+    let task = tokio::spawn(splice(
+        proxy_client,
+        Bytes::new(),
+        proxy_target,
+        Bytes::new(),
+        Duration::from_secs(30),
+        CancellationToken::new(),
+    ));
+
+    client.write_all(b"last words").await.unwrap();
+    client.shutdown().await.unwrap();
+    assert_eq!(read_to_eof(&mut target).await.unwrap(), b"last words");
+    target.write_all(b"noted").await.unwrap();
+    target.shutdown().await.unwrap();
+    assert_eq!(
+        read_to_eof(&mut client).await.expect("clean TLS close"),
+        b"noted"
+    );
+
+    let r = report(task).await;
+    assert_eq!(r.end, TunnelEnd::ClientClosed);
+    assert_eq!((r.client_to_target, r.target_to_client), (10, 5));
+}
