@@ -18,6 +18,34 @@ enum Unit {
     Any,
 }
 
+/// A run of pattern positions without `*`.
+#[derive(Debug, Clone)]
+struct Run {
+    units: Box<[Unit]>,
+    /// The same run as bytes when it has no `?`, for a plain slice compare.
+    literal: Option<Box<[u8]>>,
+}
+
+impl Run {
+    fn new(units: Vec<Unit>) -> Run {
+        let literal = units
+            .iter()
+            .map(|u| match u {
+                Unit::Byte(b) => Some(*b),
+                Unit::Any => None,
+            })
+            .collect::<Option<Box<[u8]>>>();
+        Run {
+            units: units.into_boxed_slice(),
+            literal,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.units.len()
+    }
+}
+
 /// Whether literal bytes compare with ASCII case folding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Case {
@@ -39,11 +67,11 @@ pub(crate) enum Syntax {
 #[derive(Debug, Clone)]
 pub(crate) struct Glob {
     /// Units before the first `*`; the whole pattern when it has no `*`.
-    head: Box<[Unit]>,
+    head: Run,
     /// Runs between consecutive `*`s (empty runs dropped: `**` is `*`).
-    middle: Box<[Box<[Unit]>]>,
+    middle: Box<[Run]>,
     /// Units after the last `*`.
-    tail: Box<[Unit]>,
+    tail: Run,
     /// Whether the pattern has at least one `*`.
     starred: bool,
     /// Literal bytes are stored lower-cased and text bytes folded when comparing.
@@ -94,15 +122,12 @@ impl Glob {
         };
         let mut rest = runs.into_iter();
         let head = rest.next().expect("runs is never empty");
-        let middle: Box<[Box<[Unit]>]> = rest
-            .filter(|run| !run.is_empty())
-            .map(Vec::into_boxed_slice)
-            .collect();
+        let middle: Box<[Run]> = rest.filter(|run| !run.is_empty()).map(Run::new).collect();
         let min_len = head.len() + tail.len() + middle.iter().map(|m| m.len()).sum::<usize>();
         Glob {
-            head: head.into_boxed_slice(),
+            head: Run::new(head),
             middle,
-            tail: tail.into_boxed_slice(),
+            tail: Run::new(tail),
             starred,
             fold,
             min_len,
@@ -148,10 +173,13 @@ impl Glob {
         true
     }
 
-    /// Consumes `units.len()` bytes of `text`, reporting whether they all match.
+    /// Consumes `run.len()` bytes of `text`, reporting whether they all match.
     #[inline]
-    fn eat<T: Text>(&self, units: &[Unit], text: &mut T) -> bool {
-        units.iter().all(|&unit| match text.next_byte() {
+    fn eat<T: Text>(&self, run: &Run, text: &mut T) -> bool {
+        if let Some(literal) = &run.literal {
+            return text.eat_literal(literal, self.fold);
+        }
+        run.units.iter().all(|&unit| match text.next_byte() {
             None => false,
             Some(b) => match unit {
                 Unit::Any => true,
@@ -169,6 +197,15 @@ pub(crate) trait Text: Clone {
     fn remaining(&self) -> usize;
     /// Skips `n` bytes (or to the end).
     fn advance(&mut self, n: usize);
+    /// Consumes `literal.len()` bytes, reporting whether they equal `literal`
+    /// (lower-case when `fold`, the text then compared folded).
+    #[inline]
+    fn eat_literal(&mut self, literal: &[u8], fold: bool) -> bool {
+        literal.iter().all(|&p| {
+            self.next_byte()
+                .is_some_and(|b| p == if fold { b.to_ascii_lowercase() } else { b })
+        })
+    }
 }
 
 impl Text for &[u8] {
@@ -187,6 +224,20 @@ impl Text for &[u8] {
     #[inline]
     fn advance(&mut self, n: usize) {
         *self = &self[n.min(self.len())..];
+    }
+
+    #[inline]
+    fn eat_literal(&mut self, literal: &[u8], fold: bool) -> bool {
+        let Some((head, rest)) = self.split_at_checked(literal.len()) else {
+            *self = &[];
+            return false;
+        };
+        *self = rest;
+        if fold {
+            head.eq_ignore_ascii_case(literal)
+        } else {
+            head == literal
+        }
     }
 }
 

@@ -127,8 +127,9 @@ impl Matcher {
                     .any(|v| values.iter().any(|g| g.matches(v.as_bytes())))
             }),
             Matcher::Method(methods) => methods.contains(&request.head.method),
-            Matcher::Query(pairs) => pairs.iter().any(|pair| {
-                request.query_pairs().any(|(key, value)| {
+            // One pass over the query (the pairs are few), trying each pair.
+            Matcher::Query(pairs) => request.query_pairs().any(|(key, value)| {
+                pairs.iter().any(|pair| {
                     pair.key
                         .as_ref()
                         .is_none_or(|k| matches_uri_component(k, key))

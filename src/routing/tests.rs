@@ -6,6 +6,9 @@ use super::glob::{matches_uri_component, Case, Glob, Syntax};
 use super::Router;
 use crate::config::model::{Action, Condition, FixedResponse, Listener, Protocol, Rule};
 
+/// Request headers in a table row.
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
 const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
 
 fn fixed(body: &str) -> Action {
@@ -197,30 +200,80 @@ fn glob_has_no_backtracking_blowup() {
 #[test]
 fn host_header() {
     let h = |values: &[&str]| Condition::HostHeader(strings(values));
-    let rows: &[(&[&str], &str, &[(&str, &str)], bool)] = &[
+    let rows: &[(&[&str], &str, Headers, bool)] = &[
         (&["example.com"], "/", &[("host", "example.com")], true),
         (&["example.com"], "/", &[("host", "EXAMPLE.com")], true),
         (&["EXAMPLE.COM"], "/", &[("host", "example.com")], true),
         (&["example.com"], "/", &[("host", "example.com:8080")], true),
         (&["example.com"], "/", &[("host", "www.example.com")], false),
-        (&["*.example.com"], "/", &[("host", "www.example.com")], true),
+        (
+            &["*.example.com"],
+            "/",
+            &[("host", "www.example.com")],
+            true,
+        ),
         (&["*.example.com"], "/", &[("host", "example.com")], false),
-        (&["*.example.com"], "/", &[("host", "a.example.com:443")], true),
+        (
+            &["*.example.com"],
+            "/",
+            &[("host", "a.example.com:443")],
+            true,
+        ),
         (&["status.*"], "/", &[("host", "status.internal.net")], true),
-        (&["app?.example.com"], "/", &[("host", "app1.example.com")], true),
-        (&["app?.example.com"], "/", &[("host", "app.example.com")], false),
+        (
+            &["app?.example.com"],
+            "/",
+            &[("host", "app1.example.com")],
+            true,
+        ),
+        (
+            &["app?.example.com"],
+            "/",
+            &[("host", "app.example.com")],
+            false,
+        ),
         (&["a.com", "b.com"], "/", &[("host", "b.com")], true),
         (&["a.com", "b.com"], "/", &[("host", "c.com")], false),
         // The port is not part of the host: a pattern naming it never matches.
-        (&["example.com:8080"], "/", &[("host", "example.com:8080")], false),
+        (
+            &["example.com:8080"],
+            "/",
+            &[("host", "example.com:8080")],
+            false,
+        ),
         // Absolute form: the request line's authority wins over Host.
-        (&["dns.example.com"], "http://dns.example.com/x", &[("host", "other.com")], true),
-        (&["other.com"], "http://dns.example.com/x", &[("host", "other.com")], false),
-        (&["dns.example.com"], "http://dns.example.com:8080/x", &[], true),
+        (
+            &["dns.example.com"],
+            "http://dns.example.com/x",
+            &[("host", "other.com")],
+            true,
+        ),
+        (
+            &["other.com"],
+            "http://dns.example.com/x",
+            &[("host", "other.com")],
+            false,
+        ),
+        (
+            &["dns.example.com"],
+            "http://dns.example.com:8080/x",
+            &[],
+            true,
+        ),
         (&["*"], "/", &[("host", "[::1]:8080")], true),
         // Only the first Host header counts.
-        (&["b.com"], "/", &[("host", "a.com"), ("host", "b.com")], false),
-        (&["a.com"], "/", &[("host", "a.com"), ("host", "b.com")], true),
+        (
+            &["b.com"],
+            "/",
+            &[("host", "a.com"), ("host", "b.com")],
+            false,
+        ),
+        (
+            &["a.com"],
+            "/",
+            &[("host", "a.com"), ("host", "b.com")],
+            true,
+        ),
         // No host at all: no host condition holds.
         (&["*"], "/", &[], false),
     ];
@@ -286,7 +339,7 @@ fn http_header() {
         name: name.to_string(),
         values: strings(values),
     };
-    let rows: &[(&str, &[&str], &[(&str, &str)], bool)] = &[
+    let rows: &[(&str, &[&str], Headers, bool)] = &[
         ("X-Canary", &["on"], &[("x-canary", "on")], true),
         ("x-canary", &["on"], &[("X-CANARY", "ON")], true),
         ("X-Canary", &["ON"], &[("x-canary", "on")], true),
@@ -296,8 +349,18 @@ fn http_header() {
         ("X-Env", &["dev*"], &[("x-env", "Dev-eu")], true),
         ("X-Env", &["dev*"], &[("x-env", "prod")], false),
         ("X-Env", &["*prod", "dev"], &[("x-env", "eu-PROD")], true),
-        ("User-Agent", &["*Mobile*"], &[("user-agent", "Mozilla (mobile) x")], true),
-        ("User-Agent", &["*Mobile*"], &[("user-agent", "Mozilla desktop")], false),
+        (
+            "User-Agent",
+            &["*Mobile*"],
+            &[("user-agent", "Mozilla (mobile) x")],
+            true,
+        ),
+        (
+            "User-Agent",
+            &["*Mobile*"],
+            &[("user-agent", "Mozilla desktop")],
+            false,
+        ),
         // Each occurrence of a repeated header is tried.
         ("X-Tag", &["b"], &[("x-tag", "a"), ("x-tag", "b")], true),
         ("X-Tag", &["c"], &[("x-tag", "a"), ("x-tag", "b")], false),
@@ -401,7 +464,8 @@ fn query_string() {
 
 #[test]
 fn source_ip() {
-    let s = |cidrs: &[&str]| Condition::SourceIp(cidrs.iter().map(|c| c.parse().unwrap()).collect());
+    let s =
+        |cidrs: &[&str]| Condition::SourceIp(cidrs.iter().map(|c| c.parse().unwrap()).collect());
     let rows: &[(&[&str], &str, bool)] = &[
         (&["10.0.0.0/8"], "10.1.2.3", true),
         (&["10.0.0.0/8"], "11.1.2.3", false),
@@ -448,7 +512,7 @@ fn conditions_are_anded_values_ored() {
             Condition::HttpRequestMethod(strings(&["GET", "POST"])),
         ],
     )]));
-    let rows: &[(&str, &str, &[(&str, &str)], Option<u32>)] = &[
+    let rows: &[(&str, &str, Headers, Option<u32>)] = &[
         ("GET", "/api/x", &[("x-canary", "on")], Some(10)),
         ("POST", "/v2/x", &[("x-canary", "YES")], Some(10)),
         ("GET", "/api/x", &[], None),
