@@ -191,7 +191,10 @@ pub struct Rule {
 pub enum Condition {
     HostHeader(Vec<String>),
     PathPattern(Vec<String>),
-    HttpHeader { name: String, values: Vec<String> },
+    HttpHeader {
+        name: String,
+        values: Vec<String>,
+    },
     HttpRequestMethod(Vec<String>),
     /// `(key, value)` pairs; `None` key matches any key.
     QueryString(Vec<(Option<String>, String)>),
@@ -292,7 +295,10 @@ pub enum Stickiness {
 pub enum TargetSpec {
     Addr(SocketAddr),
     /// `{ dns = "host:port" }`, resolved at start and periodically.
-    Dns { host: String, port: u16 },
+    Dns {
+        host: String,
+        port: u16,
+    },
 }
 
 impl fmt::Display for TargetSpec {
