@@ -84,7 +84,7 @@ fn write_config(out: &mut String, c: &Config) -> std::fmt::Result {
             writeln!(out, "  rule {:<6} if {}", r.priority, conds.join(" and "))?;
             writeln!(out, "              then {}", action(c, &r.action))?;
         }
-        writeln!(out, "  default      then {}", action(c, &l.default_action))?;
+        writeln!(out, "  default     then {}", action(c, &l.default_action))?;
     }
 
     for tg in &c.target_groups {
@@ -160,8 +160,10 @@ fn write_config(out: &mut String, c: &Config) -> std::fmt::Result {
         }
     }
 
-    for b in &c.backends {
+    if !c.backends.is_empty() {
         writeln!(out)?;
+    }
+    for b in &c.backends {
         let ping = |d: Option<Duration>| d.map_or("off".to_string(), dur);
         writeln!(
             out,

@@ -50,10 +50,21 @@ impl Source<'_> {
     }
 }
 
+/// What was read from a text that is valid TOML.
+pub(crate) struct Read {
+    /// The parts that could be deserialized.
+    pub file: FileConfig,
+    /// How many `[[listener]]` tables the text has, read or not.
+    pub listeners_in_text: usize,
+    /// Names of target groups whose table could not be read: references to them are not
+    /// reported as undefined (their own error is).
+    pub unreadable_target_groups: Vec<String>,
+}
+
 /// Parse and deserialize `text`. Returns `None` when the text is not valid TOML (every
 /// syntax error is in `errors` then); otherwise the parts that could be read, with the
 /// problems of the others in `errors`.
-pub(crate) fn read(src: &Source<'_>, errors: &mut Vec<ConfigError>) -> Option<FileConfig> {
+pub(crate) fn read(src: &Source<'_>, errors: &mut Vec<ConfigError>) -> Option<Read> {
     let (root, syntax) = DeTable::parse_recoverable(src.text);
     if !syntax.is_empty() {
         for e in syntax {
@@ -63,6 +74,8 @@ pub(crate) fn read(src: &Source<'_>, errors: &mut Vec<ConfigError>) -> Option<Fi
         return None;
     }
     let mut file = FileConfig::default();
+    let mut listeners_in_text = 0;
+    let mut unreadable_target_groups = Vec::new();
     for (key, value) in root.into_inner() {
         let name: &str = key.get_ref();
         match name {
@@ -74,6 +87,7 @@ pub(crate) fn read(src: &Source<'_>, errors: &mut Vec<ConfigError>) -> Option<Fi
                     .into_iter()
                     .enumerate()
                 {
+                    listeners_in_text += 1;
                     if let Some(l) = listener(src, item, i, errors) {
                         file.listener.push(l);
                     }
@@ -82,8 +96,16 @@ pub(crate) fn read(src: &Source<'_>, errors: &mut Vec<ConfigError>) -> Option<Fi
             "target_group" => {
                 for (i, item) in array(src, value, name, errors).into_iter().enumerate() {
                     let path = format!("target_group[{i}]");
-                    if let Some(tg) = element(src, item, &path, errors) {
-                        file.target_group.push(tg);
+                    let name = match item.get_ref() {
+                        DeValue::Table(t) => t
+                            .get("name")
+                            .and_then(|n| n.get_ref().as_str())
+                            .map(str::to_string),
+                        _ => None,
+                    };
+                    match element(src, item, &path, errors) {
+                        Some(tg) => file.target_group.push(tg),
+                        None => unreadable_target_groups.extend(name),
                     }
                 }
             }
@@ -103,7 +125,11 @@ pub(crate) fn read(src: &Source<'_>, errors: &mut Vec<ConfigError>) -> Option<Fi
             )),
         }
     }
-    Some(file)
+    Some(Read {
+        file,
+        listeners_in_text,
+        unreadable_target_groups,
+    })
 }
 
 /// One `[[listener]]`, its rules read one by one.
@@ -175,7 +201,11 @@ fn element<T: DeserializeOwned>(
         Ok(v) => Some(v),
         Err(e) => {
             let span = e.span().unwrap_or_else(|| tree.span());
-            errors.push(src.at(span, format!("in `{path}`: {}", e.message().trim())));
+            let message = e
+                .message()
+                .trim()
+                .replace("expected i64", "expected an integer");
+            errors.push(src.at(span, format!("in `{path}`: {message}")));
             None
         }
     }
@@ -289,7 +319,7 @@ mod tests {
     fn reports_every_unknown_key_at_the_key() {
         let text = "[load_balancer]\nidle_timeot = 5\n\n[admin]\nlisten = \"127.0.0.1:1\"\nlsten = 1\n\n[[listener]]\nport = 80\nprotocol = \"HTTP\"\ndefault_action = { type = \"fixed_response\", status_code = 200, colour = \"red\" }\n";
         let mut errors = Vec::new();
-        let file = read(&src(text), &mut errors).expect("valid TOML");
+        let file = read(&src(text), &mut errors).expect("valid TOML").file;
         let got: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         assert!(
             got.contains(&"t.toml:2:1: unknown key `idle_timeot` in `load_balancer`".to_string()),
@@ -324,7 +354,7 @@ mod tests {
     fn a_type_error_does_not_hide_other_elements() {
         let text = "[[target_group]]\nname = 1\n[[target_group]]\nname = \"ok\"\nbogus = 1\n";
         let mut errors = Vec::new();
-        let file = read(&src(text), &mut errors).expect("valid TOML");
+        let file = read(&src(text), &mut errors).expect("valid TOML").file;
         assert_eq!(file.target_group.len(), 1);
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert_eq!(errors[0].line, Some(2));

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use toml::Spanned;
 
-use super::{rules, Cx, TargetGroupIds};
+use super::{rules, Cx, TargetGroupNames};
 use crate::config::file::{CertificateConfig, ListenerConfig};
 use crate::config::model::{CertificateFiles, Listener, Protocol, Tls};
 use crate::listener::tls;
@@ -20,7 +20,7 @@ pub const DEFAULT_SSL_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-2021-06";
 pub(super) fn listeners(
     cx: &mut Cx<'_>,
     listeners: &[Spanned<ListenerConfig>],
-    ids: &TargetGroupIds,
+    ids: &TargetGroupNames,
 ) -> Vec<Option<Listener>> {
     listeners
         .iter()
@@ -37,7 +37,7 @@ pub(super) fn protocol(cx: &mut Cx<'_>, value: &Spanned<String>, key: &str) -> O
     )
 }
 
-fn listener(cx: &mut Cx<'_>, l: &ListenerConfig, ids: &TargetGroupIds) -> Option<Listener> {
+fn listener(cx: &mut Cx<'_>, l: &ListenerConfig, ids: &TargetGroupNames) -> Option<Listener> {
     let address = match &l.address {
         None => Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
         Some(a) => match a.get_ref().parse::<IpAddr>() {

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::document::{self, Source};
-use super::file::{BackendConfig, DurationValue, FileConfig, LoadBalancerConfig};
+use super::document::{self, Read, Source};
+use super::file::{BackendConfig, DurationValue, LoadBalancerConfig};
 use super::model::{
     AccessLog, Admin, Backend, Config, DesyncMitigationMode, LoadBalancer, TargetGroupId, XffMode,
 };
@@ -45,9 +45,9 @@ pub fn validate(text: &str, origin: &Origin) -> Validated {
         warnings: Vec::new(),
     };
     let mut read_errors = Vec::new();
-    let file = document::read(&cx.src, &mut read_errors);
+    let read = document::read(&cx.src, &mut read_errors);
     cx.errors.append(&mut read_errors);
-    let config = file.and_then(|f| build(&mut cx, f));
+    let config = read.and_then(|r| build(&mut cx, r));
     cx.errors.sort_by_key(|e| (e.line, e.column));
     cx.warnings.sort_by_key(|e| (e.line, e.column));
     let result = match config {
@@ -138,6 +138,15 @@ impl Cx<'_> {
             w.message
         );
         self.warnings.push(w);
+    }
+
+    /// Whether an error was already reported inside `span` (to avoid saying the same twice).
+    pub fn has_error_within(&self, span: Range<usize>) -> bool {
+        let (start, end) = (self.src.position(span.start), self.src.position(span.end));
+        self.errors.iter().any(|e| match (e.line, e.column) {
+            (Some(l), Some(c)) => start <= (l, c) && (l, c) <= end,
+            _ => false,
+        })
     }
 
     /// Line of a span, to point back at an earlier definition.
@@ -264,7 +273,8 @@ impl Cx<'_> {
 }
 
 /// Everything after reading: each part validated, then assembled when all went well.
-fn build(cx: &mut Cx<'_>, file: FileConfig) -> Option<Config> {
+fn build(cx: &mut Cx<'_>, read: Read) -> Option<Config> {
+    let file = read.file;
     let load_balancer = load_balancer(cx, file.load_balancer.unwrap_or_default());
     let admin = file.admin.and_then(|a| {
         let listen = cx.socket_addr(&a.listen, "listen")?;
@@ -281,6 +291,10 @@ fn build(cx: &mut Cx<'_>, file: FileConfig) -> Option<Config> {
     });
 
     let (target_groups, ids) = target_group::target_groups(cx, &file.target_group);
+    let ids = TargetGroupNames {
+        ids,
+        unreadable: read.unreadable_target_groups,
+    };
     let listeners = listener::listeners(cx, &file.listener, &ids);
     let backends: Vec<Option<Backend>> = file.backend.iter().map(|b| backend(cx, b)).collect();
     // Bind conflicts are checked on every address that parses, even when other parts of
@@ -302,7 +316,7 @@ fn build(cx: &mut Cx<'_>, file: FileConfig) -> Option<Config> {
         }
     }
 
-    if file.listener.is_empty() {
+    if read.listeners_in_text == 0 {
         cx.error_in_file("no listener is configured; add at least one [[listener]]");
     }
     let listeners: Option<Vec<_>> = listeners.into_iter().collect();
@@ -321,6 +335,13 @@ fn build(cx: &mut Cx<'_>, file: FileConfig) -> Option<Config> {
 
 /// Names of target groups, resolved to ids.
 pub(crate) type TargetGroupIds = HashMap<String, TargetGroupId>;
+
+/// Target group names as actions see them: the valid ones, and those whose table could not
+/// be read (a reference to one of those is not reported again).
+pub(crate) struct TargetGroupNames {
+    pub ids: TargetGroupIds,
+    pub unreadable: Vec<String>,
+}
 
 /// Addresses the process binds, to catch two listeners (or a listener and a backend) on the
 /// same port of the same address. Port 0 never collides.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::{Cx, DurationRule, TargetGroupIds};
+use super::{Cx, DurationRule, TargetGroupNames};
 use crate::config::file::{
     ActionConfig, ConditionConfig, ForwardStickinessConfig, RuleConfig, StringOrInt,
     WeightedTargetGroupConfig,
@@ -36,7 +36,7 @@ pub(super) fn rule(
     r: &Spanned<RuleConfig>,
     protocol: Option<Protocol>,
     port: Option<u16>,
-    ids: &TargetGroupIds,
+    ids: &TargetGroupNames,
 ) -> Option<Rule> {
     let r = r.get_ref();
     let priority = cx.int_in(&r.priority, "priority", 1, 50_000);
@@ -124,6 +124,10 @@ fn condition(
     }
     match kinds.as_slice() {
         [] => {
+            if cx.has_error_within(c.span()) {
+                // an unknown key, already reported, is probably the misspelt kind
+                return None;
+            }
             cx.error(
                 c.span(),
                 "a condition needs one of host_header, path_pattern, http_header, http_request_method, query_string or source_ip",
@@ -422,7 +426,7 @@ pub(super) fn action(
     a: &Spanned<ActionConfig>,
     protocol: Option<Protocol>,
     port: Option<u16>,
-    ids: &TargetGroupIds,
+    ids: &TargetGroupNames,
 ) -> Option<Action> {
     let cfg = a.get_ref();
     let kind = cfg.kind.get_ref().as_str();
@@ -484,14 +488,15 @@ fn present_keys(a: &ActionConfig) -> Vec<(&'static str, std::ops::Range<usize>)>
     out
 }
 
-fn forward(cx: &mut Cx<'_>, a: &Spanned<ActionConfig>, ids: &TargetGroupIds) -> Option<Forward> {
+fn forward(cx: &mut Cx<'_>, a: &Spanned<ActionConfig>, ids: &TargetGroupNames) -> Option<Forward> {
     let cfg = a.get_ref();
     let stickiness = match &cfg.stickiness {
         Some(s) => forward_stickiness(cx, s.get_ref(), s.span()),
         None => Some(None),
     };
-    let mut resolve = |cx: &mut Cx<'_>, name: &Spanned<String>| match ids.get(name.get_ref()) {
+    let mut resolve = |cx: &mut Cx<'_>, name: &Spanned<String>| match ids.ids.get(name.get_ref()) {
         Some(id) => Some(*id),
+        None if ids.unreadable.contains(name.get_ref()) => None,
         None => {
             cx.error(
                 name.span(),

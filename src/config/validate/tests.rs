@@ -947,3 +947,33 @@ fn backends() {
         ]
     );
 }
+
+// ---- one problem, one error ---------------------------------------------------------------------
+
+#[test]
+fn a_reference_to_an_unreadable_target_group_is_not_reported_again() {
+    let errs = errors("[[listener]]\nport = 80\nprotocol = \"HTTP\"\ndefault_action = { type = \"forward\", target_group = \"app\" }\n[[target_group]]\nname = \"app\"\ntargets = 5\n");
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("7:11: in `target_group[0]`: invalid type"),
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn an_unreadable_listener_still_counts_as_a_listener() {
+    let errs = errors("[[listener]]\nport = \"80\"\nprotocol = \"HTTP\"\ndefault_action = { type = \"fixed_response\", status_code = 200 }\n");
+    assert_eq!(
+        errs,
+        vec!["2:8: in `listener[0]`: invalid type: string \"80\", expected an integer"]
+    );
+}
+
+#[test]
+fn a_misspelt_condition_kind_is_reported_once() {
+    let errs = errors(&rule("[ { path = [\"/\"] } ]", FIXED));
+    assert_eq!(
+        errs,
+        vec!["7:18: unknown key `path` in `listener[0].rule[0].conditions[0]`"]
+    );
+}
