@@ -51,12 +51,7 @@ enum Command {
 struct OptionalDuration(Option<Duration>);
 
 fn parse_optional_duration(s: &str) -> Result<OptionalDuration, String> {
-    let s = s.trim();
-    let d = match s.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => humantime::parse_duration(s)
-            .map_err(|e| format!("'{s}' is not a duration such as 25s or 300ms ({e})"))?,
-    };
+    let d = config::parse_duration(s)?;
     Ok(OptionalDuration((!d.is_zero()).then_some(d)))
 }
 

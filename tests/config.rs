@@ -234,7 +234,6 @@ fn examples_are_valid_up_to_tls() {
 
 /// Needs `listener::tls::{load_certified_key, server_config}`.
 #[test]
-#[ignore = "needs listener::tls (load_certified_key, server_config)"]
 fn examples_load_with_generated_certificates() {
     let dir = folder_with_certificates();
     for (name, text) in examples() {
@@ -262,7 +261,6 @@ fn examples_load_with_generated_certificates() {
 
 /// Needs `listener::tls::load_certified_key`: a key that belongs to another certificate.
 #[test]
-#[ignore = "needs listener::tls (load_certified_key)"]
 fn a_key_of_another_certificate_is_reported_at_the_entry() {
     let dir = folder_with_certificates();
     let other = rcgen::generate_simple_self_signed(vec!["other".to_string()]).unwrap();
