@@ -514,3 +514,54 @@ async fn cancel_closes_sockets_and_stops_the_server() {
     })
     .await;
 }
+
+/// Send two maximum-size messages and never read: the echoes fill the TCP
+/// buffers and the server's writer blocks.
+async fn stall_the_writer(ws: &mut Client) {
+    let data = vec![7u8; backend::MAX_MESSAGE_SIZE];
+    for _ in 0..2 {
+        ws.write_frame(Frame::binary(Payload::Owned(data.clone())))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_after_the_ping_timeout() {
+    let interval = Duration::from_millis(50);
+    let timeout = Duration::from_millis(150);
+    let backend = start_with(Some(interval), Some(timeout)).await;
+    within(async {
+        let before_connect = Instant::now();
+        let mut ws = connect(backend.addr(), "/ws").await;
+        ws.set_auto_pong(false);
+        next_text(&mut ws).await;
+        stall_the_writer(&mut ws).await;
+        // Not reading: the writer stays blocked until the server drops us.
+        backend.handle.wait_for_connections(0).await;
+        let lifetime = before_connect.elapsed();
+        assert!(
+            lifetime >= interval + timeout - Duration::from_millis(10),
+            "dropped after {lifetime:?}"
+        );
+        // What was buffered arrives, then EOF without a close frame.
+        while let Ok(frame) = ws.read_frame().await {
+            assert_ne!(frame.opcode, OpCode::Close);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cancel_is_not_held_up_by_a_client_that_stops_reading() {
+    let backend = start().await;
+    within(async {
+        let mut ws = connect(backend.addr(), "/ws").await;
+        next_text(&mut ws).await;
+        stall_the_writer(&mut ws).await;
+        backend.cancel.cancel();
+        backend.handle.stopped().await;
+        assert_eq!(backend.handle.connections(), 0);
+    })
+    .await;
+}

@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -22,6 +23,9 @@ const MAX_NOTIFY_BODY: usize = 1 << 20;
 
 /// The largest accepted `PUT /health` body.
 const MAX_HEALTH_BODY: usize = 64;
+
+/// How long a request body may take to arrive.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The user of a socket opened without `?user=`.
 const ANONYMOUS: &str = "anonymous";
@@ -168,7 +172,14 @@ fn not_found() -> Response<Body> {
 
 /// Read the whole body, or the error response to send instead.
 async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, Response<Body>> {
-    match Limited::new(request.into_body(), limit).collect().await {
+    let collect = Limited::new(request.into_body(), limit).collect();
+    let Ok(collected) = tokio::time::timeout(BODY_READ_TIMEOUT, collect).await else {
+        return Err(text(
+            StatusCode::REQUEST_TIMEOUT,
+            "the body did not arrive in time\n",
+        ));
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<LengthLimitError>() => Err(text(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -100,6 +100,13 @@ impl BackendHandle {
         self.backend.registry.open_sockets()
     }
 
+    /// Wait until exactly `count` WebSocket connections are open.
+    pub async fn wait_for_connections(&self, count: usize) {
+        let mut open = self.backend.registry.watch_open_sockets();
+        // The sender lives as long as the backend, which `self` holds.
+        let _ = open.wait_for(|&open| open == count).await;
+    }
+
     /// Wait until the backend has stopped: the accept loop has ended and every
     /// connection is closed. Returns only after the cancellation token fired.
     pub async fn stopped(&self) {

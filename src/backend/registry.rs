@@ -5,11 +5,11 @@
 //! notification (and it is not counted as delivered).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
 use super::socket::Outbound;
@@ -26,7 +26,8 @@ pub(super) struct Registry {
 struct Inner {
     sockets: Mutex<Sockets>,
     next_id: AtomicU64,
-    open: AtomicUsize,
+    /// The number of registered sockets, observable.
+    open: watch::Sender<usize>,
 }
 
 impl Inner {
@@ -46,7 +47,7 @@ impl Registry {
             .entry(user.to_owned())
             .or_default()
             .insert(id, sender);
-        self.inner.open.fetch_add(1, Ordering::Relaxed);
+        self.inner.open.send_modify(|open| *open += 1);
         Registration {
             inner: self.inner.clone(),
             user: user.to_owned(),
@@ -56,7 +57,12 @@ impl Registry {
 
     /// The number of registered sockets.
     pub(super) fn open_sockets(&self) -> usize {
-        self.inner.open.load(Ordering::Relaxed)
+        *self.inner.open.borrow()
+    }
+
+    /// Follows the number of registered sockets.
+    pub(super) fn watch_open_sockets(&self) -> watch::Receiver<usize> {
+        self.inner.open.subscribe()
     }
 
     /// Queue `message` as a text message on every socket of `user`; returns
@@ -98,7 +104,7 @@ impl Drop for Registration {
             }
         }
         drop(sockets);
-        self.inner.open.fetch_sub(1, Ordering::Relaxed);
+        self.inner.open.send_modify(|open| *open -= 1);
     }
 }
 
