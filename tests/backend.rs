@@ -565,3 +565,40 @@ async fn cancel_is_not_held_up_by_a_client_that_stops_reading() {
     })
     .await;
 }
+
+async fn expect_close(ws: &mut Client, code: u16) {
+    let frame = ws.read_frame().await.unwrap();
+    assert_eq!(frame.opcode, OpCode::Close);
+    assert_eq!(&frame.payload[..2], &code.to_be_bytes());
+}
+
+#[tokio::test]
+async fn invalid_utf8_text_is_closed_with_1007() {
+    let backend = start().await;
+    within(async {
+        let mut ws = connect(backend.addr(), "/ws").await;
+        next_text(&mut ws).await;
+        let frame = Frame::new(true, OpCode::Text, None, Payload::Owned(vec![b'a', 0xff]));
+        ws.write_frame(frame).await.unwrap();
+        expect_close(&mut ws, 1007).await;
+        backend.handle.wait_for_connections(0).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_fragmented_message_over_16_mib_is_closed_with_1009() {
+    let backend = start().await;
+    within(async {
+        let mut ws = connect(backend.addr(), "/ws").await;
+        next_text(&mut ws).await;
+        let half = vec![1u8; backend::MAX_MESSAGE_SIZE / 2 + 1];
+        for (fin, opcode) in [(false, OpCode::Binary), (true, OpCode::Continuation)] {
+            let frame = Frame::new(fin, opcode, None, Payload::Owned(half.clone()));
+            ws.write_frame(frame).await.unwrap();
+        }
+        expect_close(&mut ws, 1009).await;
+        backend.handle.wait_for_connections(0).await;
+    })
+    .await;
+}

@@ -43,10 +43,11 @@ pub const MAX_MESSAGE_SIZE: usize = 16 << 20;
 pub struct BackendOptions {
     /// The name the backend reports in its hello message and its logs.
     pub id: String,
-    /// Time between two Ping frames on each socket. `None` disables pings.
+    /// Time between two Ping frames on each socket. `None` (or zero) disables
+    /// pings.
     pub ping_interval: Option<Duration>,
     /// How long after a Ping a Pong must arrive before the socket is dropped.
-    /// `None` disables the pong deadline.
+    /// `None` (or zero) disables the pong deadline.
     pub ping_timeout: Option<Duration>,
     /// Redis URL for fan-out of notifications across instances. Not supported
     /// yet: when set, a warning is logged and delivery stays in process.

@@ -73,9 +73,10 @@ pub(super) fn spawn_accept_loop(backend: Arc<Backend>, listener: TcpListener, ad
 
 async fn run_accept_loop(backend: Arc<Backend>, listener: TcpListener, addr: SocketAddr) {
     info!("Heartbeat backend listening on {addr}.");
-    if let Some(url) = &backend.options.redis {
+    if backend.options.redis.is_some() {
+        // The URL is not logged: it may carry a password.
         warn!(
-            "Redis fan-out ({url}) is not supported yet; notifications reach only the sockets of this instance."
+            "A Redis URL is set, but Redis fan-out is not supported yet; notifications reach only the sockets of this instance."
         );
     }
     let cancel = backend.cancel.clone();
