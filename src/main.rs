@@ -160,7 +160,7 @@ async fn run(path: Option<PathBuf>) -> ExitCode {
 
 fn announce(handle: &ProxyHandle) {
     for b in handle.backends() {
-        tracing::info!("Heartbeat backend listening on http://{}", b.local_addr);
+        tracing::info!("Heartbeat backend listening on http://{}", b.local_addr());
     }
     for l in handle.listeners() {
         let scheme = l.protocol.scheme();
@@ -186,10 +186,10 @@ async fn run_backend(listen: SocketAddr, options: backend::BackendOptions) -> Ex
     };
     tracing::info!(
         "Heartbeat backend listening on http://{}",
-        handle.local_addr
+        handle.local_addr()
     );
     wait_for_signal().await;
-    cancel.cancel();
+    handle.shutdown().await;
     ExitCode::SUCCESS
 }
 
