@@ -159,9 +159,6 @@ async fn run(path: Option<PathBuf>) -> ExitCode {
 }
 
 fn announce(handle: &ProxyHandle) {
-    for b in handle.backends() {
-        tracing::info!("Heartbeat backend listening on http://{}", b.local_addr());
-    }
     for l in handle.listeners() {
         let scheme = l.protocol.scheme();
         tracing::info!("{} listener on {scheme}://{}", l.protocol, l.local_addr);
