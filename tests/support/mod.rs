@@ -427,3 +427,27 @@ pub async fn echo_head_target() -> SocketAddr {
     });
     addr
 }
+
+/// A target that answers each request with `200 slow` after `delay`; the receiver gets
+/// a message as soon as a request head has arrived.
+pub async fn delayed_target(delay: Duration) -> (SocketAddr, tokio::sync::mpsc::Receiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while read_head(&mut s).await.is_some() {
+                    let _ = tx.send(()).await;
+                    tokio::time::sleep(delay).await;
+                    let resp = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow";
+                    if s.write_all(resp.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}

@@ -1,0 +1,76 @@
+//! Graceful shutdown: stop accepting, finish in-flight requests, close tunnels at the
+//! deadline.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[tokio::test]
+async fn in_flight_request_finishes_and_new_connections_are_refused() {
+    let pki = Pki::new();
+    let cert = pki.leaf("localhost", &["localhost"]);
+    let (target, mut arrived) = delayed_target(Duration::from_millis(300)).await;
+    let proxy = start_proxy(&pki, &forward_config(&pki, &cert, "60s", &[target])).await;
+    let addr = proxy.listener_addr(1);
+
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    within("request at the target", arrived.recv())
+        .await
+        .unwrap();
+    let shutdown = tokio::spawn(proxy.shutdown_within(Duration::from_secs(5)));
+
+    let resp = read_response(&mut client).await;
+    assert!(resp.starts_with("HTTP/1.1 200 OK"), "{resp}");
+    assert!(resp.ends_with("slow"), "{resp}");
+
+    within("shutdown to finish", shutdown).await.unwrap();
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the listener must be closed after shutdown"
+    );
+}
+
+#[tokio::test]
+async fn open_tunnels_are_closed_at_the_deadline() {
+    let pki = Pki::new();
+    let cert = pki.leaf("localhost", &["localhost"]);
+    let mut target = raw_upgrade_target().await;
+    let proxy = start_proxy(&pki, &forward_config(&pki, &cert, "60s", &[target.addr])).await;
+
+    let mut client = TcpStream::connect(proxy.listener_addr(1)).await.unwrap();
+    client
+        .write_all(upgrade_request("localhost", "/ws").as_bytes())
+        .await
+        .unwrap();
+    within("101", read_head(&mut client)).await.unwrap();
+    let mut server = within("target stream", target.streams.recv())
+        .await
+        .unwrap();
+
+    let deadline = Duration::from_millis(400);
+    let start = Instant::now();
+    let shutdown = tokio::spawn(proxy.shutdown_within(deadline));
+
+    // Before the deadline the tunnel still carries bytes.
+    client.write_all(b"x").await.unwrap();
+    let mut b = [0u8; 1];
+    within("byte through the tunnel", server.read_exact(&mut b))
+        .await
+        .unwrap();
+
+    // At the deadline both sides are closed.
+    let n = within("client EOF", client.read(&mut b)).await.unwrap();
+    assert_eq!(n, 0);
+    let n = within("target EOF", server.read(&mut b)).await.unwrap();
+    assert_eq!(n, 0);
+    assert!(start.elapsed() >= deadline - Duration::from_millis(20));
+    within("shutdown to finish", shutdown).await.unwrap();
+}
