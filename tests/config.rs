@@ -209,30 +209,7 @@ fn default_config_without_certificates_names_the_missing_files() {
     );
 }
 
-/// Everything but TLS is checked now: with certificates on disk, the only errors allowed are
-/// the ones the TLS module reports (it is a stub until `listener::tls` lands).
-#[test]
-fn examples_are_valid_up_to_tls() {
-    let dir = folder_with_certificates();
-    for (name, text) in examples() {
-        let origin = Origin {
-            name: name.clone(),
-            base_dir: dir.path().to_path_buf(),
-        };
-        if let Err(e) = config::from_str(&text, &origin) {
-            let non_tls: Vec<_> =
-                e.0.iter()
-                    .filter(|e| {
-                        !(e.message.starts_with("cannot use certificate")
-                            || e.message.starts_with("cannot set up TLS"))
-                    })
-                    .collect();
-            assert!(non_tls.is_empty(), "{name}:\n{e}");
-        }
-    }
-}
-
-/// Needs `listener::tls::{load_certified_key, server_config}`.
+/// Every example in config/ loads, with certificates generated for it.
 #[test]
 fn examples_load_with_generated_certificates() {
     let dir = folder_with_certificates();
@@ -259,7 +236,7 @@ fn examples_load_with_generated_certificates() {
     }
 }
 
-/// Needs `listener::tls::load_certified_key`: a key that belongs to another certificate.
+/// A key that belongs to another certificate.
 #[test]
 fn a_key_of_another_certificate_is_reported_at_the_entry() {
     let dir = folder_with_certificates();
