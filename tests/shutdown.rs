@@ -45,15 +45,7 @@ async fn open_tunnels_are_closed_at_the_deadline() {
     let mut target = raw_upgrade_target().await;
     let proxy = start_proxy(&pki, &forward_config(&pki, &cert, "60s", &[target.addr])).await;
 
-    let mut client = TcpStream::connect(proxy.listener_addr(1)).await.unwrap();
-    client
-        .write_all(upgrade_request("localhost", "/ws").as_bytes())
-        .await
-        .unwrap();
-    within("101", read_head(&mut client)).await.unwrap();
-    let mut server = within("target stream", target.streams.recv())
-        .await
-        .unwrap();
+    let (mut client, mut server) = target.tunnel(proxy.listener_addr(1)).await;
 
     let deadline = Duration::from_millis(400);
     let start = Instant::now();

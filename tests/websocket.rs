@@ -105,18 +105,7 @@ async fn target_sees_eof_and_client_sees_eof_at_idle_timeout() {
     let mut target = raw_upgrade_target().await;
     let proxy = start_proxy(&pki, &forward_config(&pki, &cert, "250ms", &[target.addr])).await;
 
-    let mut client = tokio::net::TcpStream::connect(proxy.listener_addr(1))
-        .await
-        .unwrap();
-    client
-        .write_all(upgrade_request("localhost", "/ws").as_bytes())
-        .await
-        .unwrap();
-    let head = within("101", read_head(&mut client)).await.unwrap();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let mut server = within("target stream", target.streams.recv())
-        .await
-        .unwrap();
+    let (mut client, mut server) = target.tunnel(proxy.listener_addr(1)).await;
     let start = Instant::now();
 
     let mut buf = [0u8; 16];
@@ -135,17 +124,7 @@ async fn traffic_in_either_direction_keeps_the_tunnel_open() {
     let idle = Duration::from_millis(300);
     let proxy = start_proxy(&pki, &forward_config(&pki, &cert, "300ms", &[target.addr])).await;
 
-    let mut client = tokio::net::TcpStream::connect(proxy.listener_addr(1))
-        .await
-        .unwrap();
-    client
-        .write_all(upgrade_request("localhost", "/ws").as_bytes())
-        .await
-        .unwrap();
-    within("101", read_head(&mut client)).await.unwrap();
-    let mut server = within("target stream", target.streams.recv())
-        .await
-        .unwrap();
+    let (mut client, mut server) = target.tunnel(proxy.listener_addr(1)).await;
 
     // Client → target only, for three idle periods.
     let mut b = [0u8; 1];

@@ -341,6 +341,22 @@ pub async fn raw_upgrade_target() -> RawUpgradeTarget {
     RawUpgradeTarget { addr, streams: rx }
 }
 
+impl RawUpgradeTarget {
+    /// Open a tunnel through the proxy's listener at `proxy` to this target: send an
+    /// upgrade request, read the 101, and return (client side, target side).
+    pub async fn tunnel(&mut self, proxy: SocketAddr) -> (TcpStream, TcpStream) {
+        let mut client = TcpStream::connect(proxy).await.unwrap();
+        client
+            .write_all(upgrade_request("localhost", "/ws").as_bytes())
+            .await
+            .unwrap();
+        let head = within("101", read_head(&mut client)).await.unwrap();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let server = within("target stream", self.streams.recv()).await.unwrap();
+        (client, server)
+    }
+}
+
 /// Read a request or response head byte by byte (so nothing past it is consumed).
 pub async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> Option<String> {
     let mut buf = Vec::new();
