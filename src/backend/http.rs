@@ -1,4 +1,5 @@
-//! Answers one HTTP request: health, demo page, WebSocket upgrade, notify.
+//! Answers one HTTP request: health, demo page (and its favicon), WebSocket
+//! upgrade, notify.
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -45,6 +46,9 @@ pub(super) async fn handle(
         put_health(&backend, request).await
     } else if path == "/" && (method == Method::GET || method == Method::HEAD) {
         page()
+    } else if path == "/favicon.ico" && (method == Method::GET || method == Method::HEAD) {
+        // Browsers ask for it with the page; no content instead of a 404.
+        empty(StatusCode::NO_CONTENT)
     } else if path == "/ws" && method == Method::GET {
         websocket(backend, request)
     } else if let (Some(user), true) = (path.strip_prefix("/notify/"), method == Method::POST) {
