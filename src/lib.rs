@@ -212,9 +212,20 @@ impl ProxyHandle {
     }
 
     /// [`ProxyHandle::shutdown`] with an explicit deadline.
+    ///
+    /// In-process backends stop first, so their WebSockets end with a close frame (1001)
+    /// that travels through the tunnels, rather than being cut at the deadline.
     pub async fn shutdown_within(self, deadline: Duration) {
-        self.shutdown.drain(deadline).await;
+        self.shutdown.stop_accepting.cancel();
         self.backend_cancel.cancel();
+        // All are cancelled at once; waiting for them in turn costs no extra time.
+        let backends_stopped = async {
+            for b in &self.backends {
+                b.stopped().await;
+            }
+        };
+        let _ = tokio::time::timeout(deadline, backends_stopped).await;
+        self.shutdown.drain(deadline).await;
     }
 
     /// Resolves when a shutdown has begun (for callers that wait on the proxy).

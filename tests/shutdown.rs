@@ -66,3 +66,35 @@ async fn open_tunnels_are_closed_at_the_deadline() {
     assert!(start.elapsed() >= deadline - Duration::from_millis(20));
     within("shutdown to finish", shutdown).await.unwrap();
 }
+
+#[tokio::test]
+async fn in_process_backends_close_their_sockets_with_1001_through_the_tunnel() {
+    let pki = Pki::new();
+    let cert = pki.leaf("localhost", &["localhost"]);
+    // A free port for the in-process backend (it must be named in the config).
+    let port = closed_port().await.port();
+    let backend = format!("127.0.0.1:{port}");
+    let mut text = forward_config(&pki, &cert, "60s", &[backend.parse().unwrap()]);
+    text.push_str(&format!(
+        "\n[[backend]]\nlisten = \"{backend}\"\nid = \"inproc\"\nping_interval = 0\n"
+    ));
+    let proxy = start_proxy(&pki, &text).await;
+    let tls = pki.connect(proxy.listener_addr(0), "localhost").await;
+    let mut ws =
+        fastwebsockets::FragmentCollector::new(ws_handshake(tls, "localhost", "/ws").await);
+    assert_eq!(next_json(&mut ws).await["backend"], "inproc");
+
+    let start = Instant::now();
+    let shutdown = tokio::spawn(proxy.shutdown_within(Duration::from_secs(5)));
+    assert_eq!(
+        within("close", read_until_end(&mut ws)).await,
+        WsEnd::Close(1001)
+    );
+    drop(ws); // as a browser does after the close handshake
+    within("shutdown to finish", shutdown).await.unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+}
