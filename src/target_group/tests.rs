@@ -1,0 +1,1 @@
+//! Picks over a group's registry: health, fail-open, 503, draining, stickiness.
