@@ -16,7 +16,7 @@
 //! | [`config`] | TOML → validated, immutable [`config::Config`]; errors with locations |
 //! | [`listener`] | bind, accept, TLS (certificates, SNI, policies, ALPN) |
 //! | [`routing`] | listener rules compiled into matchers; no I/O |
-//! | [`target_group`] | registered targets and the choice of one |
+//! | [`target_group`] | targets, health checks, balancing, stickiness, draining, DNS |
 //! | [`proxy`] | the hyper service: forward, upgrade, ALB headers and error pages |
 //! | [`tunnel`] | the post-101 byte pipe with idle timeout |
 //! | [`backend`] | the heartbeat WebSocket backend |
@@ -47,6 +47,7 @@ use config::model::Protocol;
 use config::{Config, ConfigErrors, Origin};
 use proxy::{ListenerContext, Runtime};
 use shutdown::Shutdown;
+pub use target_group::{HealthState, Reason, TargetHealthDescription, TargetsError};
 
 /// Why a proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -63,10 +64,37 @@ pub enum StartError {
 /// Entry point of the library.
 pub struct Proxy;
 
+/// How a proxy discovers DNS targets; the defaults are the machine's resolver and a
+/// refresh every 5 s.
+#[derive(Clone)]
+pub struct ProxyOptions {
+    /// Resolves `{ dns = "name:port" }` targets (tests pass a [`target_group::StaticResolver`]).
+    pub resolver: Arc<dyn target_group::Resolve>,
+    /// How often DNS targets are resolved again.
+    pub dns_refresh_interval: Duration,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            resolver: Arc::new(target_group::SystemResolver),
+            dns_refresh_interval: target_group::dns::DEFAULT_REFRESH_INTERVAL,
+        }
+    }
+}
+
 impl Proxy {
     /// Bind every listener and backend of `config`, then start serving.
     /// Returns once all sockets are bound, so the addresses are ready to use.
     pub async fn start(config: Config) -> Result<ProxyHandle, StartError> {
+        Proxy::start_with(config, ProxyOptions::default()).await
+    }
+
+    /// [`Proxy::start`] with explicit [`ProxyOptions`].
+    pub async fn start_with(
+        config: Config,
+        options: ProxyOptions,
+    ) -> Result<ProxyHandle, StartError> {
         let config = Arc::new(config);
         let shutdown = Shutdown::new();
 
@@ -113,7 +141,14 @@ impl Proxy {
             backends.push(handle);
         }
 
-        let runtime = Arc::new(Runtime::new(config.clone(), shutdown.clone()).await);
+        let runtime = Arc::new(
+            Runtime::new(config.clone(), shutdown.clone(), options.resolver.as_ref()).await,
+        );
+        runtime.targets.start(
+            &shutdown,
+            options.resolver.clone(),
+            options.dns_refresh_interval,
+        );
         let mut listeners = Vec::with_capacity(bound.len());
         for (l, (listener, local_addr)) in config.listeners.iter().zip(bound) {
             let ctx = Arc::new(ListenerContext {
@@ -137,6 +172,7 @@ impl Proxy {
         }
 
         Ok(ProxyHandle {
+            targets: runtime.targets.clone(),
             config,
             listeners,
             backends,
@@ -173,6 +209,7 @@ pub struct BoundListener {
 /// drains gracefully.
 pub struct ProxyHandle {
     config: Arc<Config>,
+    targets: Arc<target_group::TargetGroups>,
     listeners: Vec<BoundListener>,
     backends: Vec<backend::BackendHandle>,
     backend_cancel: tokio_util::sync::CancellationToken,
@@ -202,6 +239,33 @@ impl ProxyHandle {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// RegisterTargets: add `addr` to target group `group`. It starts `initial` and
+    /// takes traffic once it passes a health check (or when the group fails open).
+    pub fn register_target(&self, group: &str, addr: SocketAddr) -> Result<(), TargetsError> {
+        self.targets.register(group, addr)
+    }
+
+    /// DeregisterTargets: `addr` takes no new requests or tunnels; it shows `draining`
+    /// until the group's `deregistration_delay` ends, when its tunnels are closed.
+    pub fn deregister_target(&self, group: &str, addr: SocketAddr) -> Result<(), TargetsError> {
+        self.targets.deregister(group, addr)
+    }
+
+    /// DescribeTargetHealth: every registered target of `group` (draining ones included).
+    pub fn target_health(&self, group: &str) -> Result<Vec<TargetHealthDescription>, TargetsError> {
+        Ok(self.targets.by_name(group)?.describe())
+    }
+
+    /// DescribeTargetHealth for one target; one that is not registered is reported as
+    /// `unused` / `Target.NotRegistered`, as ALB does.
+    pub fn target_health_of(
+        &self,
+        group: &str,
+        addr: SocketAddr,
+    ) -> Result<TargetHealthDescription, TargetsError> {
+        Ok(self.targets.by_name(group)?.describe_target(addr))
     }
 
     /// Stop accepting, let in-flight requests finish and tunnels run until the

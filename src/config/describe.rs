@@ -46,6 +46,14 @@ fn write_config(out: &mut String, c: &Config) -> std::fmt::Result {
         ("header_read_timeout", dur(lb.header_read_timeout)),
         ("connect_timeout", dur(lb.connect_timeout)),
         ("shutdown_timeout", dur(lb.shutdown_timeout)),
+        (
+            "stickiness_secret",
+            if lb.stickiness_secret.is_some() {
+                "(set)".to_string()
+            } else {
+                "(random per start)".to_string()
+            },
+        ),
     ] {
         writeln!(out, "  {k:<28}{v}")?;
     }

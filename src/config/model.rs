@@ -53,6 +53,28 @@ pub struct LoadBalancer {
     pub connect_timeout: Duration,
     /// How long graceful shutdown lets requests and tunnels finish (not an ALB setting; default 30 s).
     pub shutdown_timeout: Duration,
+    /// Key material of stickiness cookies (not an ALB setting); `None` = random per start.
+    pub stickiness_secret: Option<Secret>,
+}
+
+/// A secret from the config; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Secret {
+        Secret(s)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(****)")
+    }
 }
 
 impl Default for LoadBalancer {
@@ -69,6 +91,7 @@ impl Default for LoadBalancer {
             header_read_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
+            stickiness_secret: None,
         }
     }
 }

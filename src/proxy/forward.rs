@@ -13,16 +13,19 @@ use hyper_util::client::legacy::Client;
 
 use super::headers::{strip_hop_by_hop, Forwarded};
 use super::{ProxyBody, TargetError};
+use crate::target_group::InFlight;
 
-/// Send `req` to `target` and return its response, hop-by-hop headers removed.
-/// Waiting for the response is bounded by the idle timeout (504 when it runs out).
+/// Send `req` to the target held by `in_flight` and return its response, hop-by-hop
+/// headers removed. Waiting for the response is bounded by the idle timeout (504 when it
+/// runs out) and by the end of the target's deregistration delay (502, as ALB).
 pub async fn forward(
     req: Request<Incoming>,
-    target: SocketAddr,
+    in_flight: &InFlight,
     fwd: &Forwarded,
     client: &Client<HttpConnector, Incoming>,
     idle_timeout: Duration,
 ) -> Result<Response<ProxyBody>, TargetError> {
+    let target = in_flight.addr();
     let (mut parts, body) = req.into_parts();
     let authority = parts.uri.authority().map(|a| a.as_str().to_string());
     strip_hop_by_hop(&mut parts.headers, false);
@@ -31,10 +34,18 @@ pub async fn forward(
     parts.version = Version::HTTP_11;
     let req = Request::from_parts(parts, body);
 
-    let resp = match tokio::time::timeout(idle_timeout, client.request(req)).await {
-        Err(_) => return Err(TargetError::ResponseTimeout),
-        Ok(Err(e)) => return Err(classify(e)),
-        Ok(Ok(resp)) => resp,
+    let exchange = tokio::time::timeout(idle_timeout, client.request(req));
+    let resp = tokio::select! {
+        r = exchange => match r {
+            Err(_) => return Err(TargetError::ResponseTimeout),
+            Ok(Err(e)) => return Err(classify(e)),
+            Ok(Ok(resp)) => resp,
+        },
+        _ = in_flight.target().drain_token().cancelled() => {
+            return Err(TargetError::Exchange(
+                "the target was deregistered and its deregistration delay ended".to_string(),
+            ))
+        }
     };
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);

@@ -24,7 +24,7 @@ use hyper_util::rt::TokioExecutor;
 use crate::config::model::{Action, Config, Protocol};
 use crate::routing::Router;
 use crate::shutdown::Shutdown;
-use crate::target_group::{pick_group, TargetGroupState};
+use crate::target_group::{Resolve, TargetGroups};
 use error::{elb_response, ElbError};
 use headers::{is_upgrade, xff_entries, Forwarded, MAX_XFF_ENTRIES};
 
@@ -34,17 +34,16 @@ pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 /// Everything requests of one config need, shared by all its listeners.
 pub struct Runtime {
     pub config: Arc<Config>,
-    pub groups: Vec<TargetGroupState>,
+    /// Target groups with their targets and health, and the stickiness key.
+    pub targets: Arc<TargetGroups>,
     pub shutdown: Shutdown,
     client: Client<HttpConnector, Incoming>,
 }
 
 impl Runtime {
-    pub async fn new(config: Arc<Config>, shutdown: Shutdown) -> Runtime {
-        let mut groups = Vec::with_capacity(config.target_groups.len());
-        for g in &config.target_groups {
-            groups.push(TargetGroupState::new(g).await);
-        }
+    /// Build the runtime; DNS targets are resolved once through `resolver`.
+    pub async fn new(config: Arc<Config>, shutdown: Shutdown, resolver: &dyn Resolve) -> Runtime {
+        let targets = Arc::new(TargetGroups::new(&config, &shutdown, resolver).await);
         let lb = &config.load_balancer;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -56,7 +55,7 @@ impl Runtime {
             .build(connector);
         Runtime {
             config,
-            groups,
+            targets,
             shutdown,
             client,
         }
@@ -115,12 +114,10 @@ where
             actions::redirect_response(redirect, &input).map(Either::Right)
         }
         Action::Forward(forward) => {
-            let Some(group) = pick_group(forward) else {
+            let Some(selection) = ctx.runtime.targets.select(forward, req.headers()) else {
                 return elb(ElbError::NoTargets);
             };
-            let Some(target) = ctx.runtime.groups[group.0].pick() else {
-                return elb(ElbError::NoTargets);
-            };
+            let target = selection.in_flight.addr();
             let lb = &ctx.runtime.config.load_balancer;
             let fwd = Forwarded {
                 client,
@@ -131,12 +128,16 @@ where
                 preserve_host_header: lb.preserve_host_header,
             };
             let result = if is_upgrade(req.headers()) {
-                upgrade::upgrade::<S>(req, target, &fwd, ctx).await
+                upgrade::upgrade::<S>(req, selection.in_flight, &fwd, ctx).await
             } else {
-                forward::forward(req, target, &fwd, &ctx.runtime.client, lb.idle_timeout).await
+                let in_flight = selection.in_flight;
+                forward::forward(req, &in_flight, &fwd, &ctx.runtime.client, lb.idle_timeout).await
             };
             match result {
-                Ok(resp) => resp,
+                Ok(mut resp) => {
+                    selection.cookies.apply(resp.headers_mut());
+                    resp
+                }
                 Err(e) => {
                     tracing::warn!(%client, %target, "{e}");
                     elb(e.elb_error())

@@ -2,7 +2,6 @@
 //! relay the response and hand both raw connections to `tunnel::splice`; on anything
 //! else relay the answer as an ordinary response.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,18 +18,21 @@ use tracing::Instrument;
 
 use super::headers::{strip_hop_by_hop, Forwarded};
 use super::{ListenerContext, ProxyBody, TargetError};
+use crate::target_group::InFlight;
 use crate::tunnel;
 
-/// Relay an upgrade request to `target`. The client connection's stream type is `S`.
+/// Relay an upgrade request to the target held by `in_flight`; a resulting tunnel keeps
+/// it in flight (outstanding) until it closes. The client connection's stream type is `S`.
 pub async fn upgrade<S>(
     mut req: Request<Incoming>,
-    target: SocketAddr,
+    in_flight: InFlight,
     fwd: &Forwarded,
     ctx: &Arc<ListenerContext>,
 ) -> Result<Response<ProxyBody>, TargetError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let target = in_flight.addr();
     let lb = &ctx.runtime.config.load_balancer;
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (mut parts, body) = req.into_parts();
@@ -83,7 +85,10 @@ where
 
     let span = tracing::info_span!("tunnel", client = %fwd.client, %target);
     let idle_timeout = lb.idle_timeout;
-    let cancel = ctx.runtime.shutdown.close_all.child_token();
+    // The target's drain token is a child of the shutdown's: either closes the tunnel,
+    // and which one fired tells deregistration from shutdown.
+    let cancel = in_flight.target().drain_token().child_token();
+    let shutting_down = ctx.runtime.shutdown.close_all.clone();
     ctx.runtime.shutdown.tracker.spawn(
         async move {
             let started = Instant::now();
@@ -95,13 +100,17 @@ where
                 }
             };
             let report = splice_upgraded::<S>(client, target, idle_timeout, cancel).await;
+            let cause = CloseCause::of(report.end, shutting_down.is_cancelled());
+            drop(in_flight);
             tracing::info!(
+                cause = cause.as_str(),
                 end = ?report.end,
                 client_to_target = report.client_to_target,
                 target_to_client = report.target_to_client,
                 duration_ms = started.elapsed().as_millis() as u64,
-                "Tunnel closed: {}.",
-                describe_end(report.end)
+                "Tunnel closed ({}): {}.",
+                cause.as_str(),
+                describe_end(report.end, cause)
             );
         }
         .instrument(span),
@@ -142,12 +151,54 @@ where
     .await
 }
 
-fn describe_end(end: tunnel::TunnelEnd) -> String {
+/// The one recorded reason a tunnel ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseCause {
+    ClientClosed,
+    TargetClosed,
+    IdleTimeout,
+    /// The target was deregistered and its deregistration delay ended.
+    TargetDeregistered,
+    Shutdown,
+    Error,
+}
+
+impl CloseCause {
+    /// `end` as a cause; a cancellation is a shutdown when the shutdown token fired,
+    /// else the target's drain.
+    pub fn of(end: tunnel::TunnelEnd, shutting_down: bool) -> CloseCause {
+        use tunnel::TunnelEnd::*;
+        match end {
+            ClientClosed => CloseCause::ClientClosed,
+            TargetClosed => CloseCause::TargetClosed,
+            IdleTimeout => CloseCause::IdleTimeout,
+            Cancelled if shutting_down => CloseCause::Shutdown,
+            Cancelled => CloseCause::TargetDeregistered,
+            ClientError(_) | TargetError(_) => CloseCause::Error,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseCause::ClientClosed => "client_closed",
+            CloseCause::TargetClosed => "target_closed",
+            CloseCause::IdleTimeout => "idle_timeout",
+            CloseCause::TargetDeregistered => "target_deregistered",
+            CloseCause::Shutdown => "shutdown",
+            CloseCause::Error => "error",
+        }
+    }
+}
+
+fn describe_end(end: tunnel::TunnelEnd, cause: CloseCause) -> String {
     use tunnel::TunnelEnd::*;
     match end {
         ClientClosed => "the client closed it".into(),
         TargetClosed => "the target closed it".into(),
         IdleTimeout => "no byte moved for the idle timeout".into(),
+        Cancelled if cause == CloseCause::TargetDeregistered => {
+            "the target's deregistration delay ended".into()
+        }
         Cancelled => "the load balancer is shutting down".into(),
         ClientError(k) => format!("client connection error ({k})"),
         TargetError(k) => format!("target connection error ({k})"),

@@ -1,56 +1,129 @@
-//! Target groups at run time: the registered targets of each group and the choice of
-//! one for a request. Health checks, stickiness and draining build on this.
+//! Target groups at run time, as ALB runs them: registered targets and their health
+//! (`initial`, `healthy`, `unhealthy`, `draining`, `unused` with ALB's reason codes),
+//! one health checker per group, fail-open routing, the balancing algorithms, sticky
+//! sessions, slow start, deregistration with draining, and DNS discovery.
+//!
+//! | file | job |
+//! | --- | --- |
+//! | [`health_state`] | the per-target health state machine (pure) |
+//! | [`health`] / [`probe`] | the checker task / one health check |
+//! | [`balancer`] | round robin, least outstanding, weighted, slow-start ramp (pure) |
+//! | [`registry`] | one group's targets: register, deregister, pick, describe |
+//! | [`select`] | request → group → target, stickiness cookies on the answer |
+//! | [`sticky`] | ALB's cookies and their sealed values |
+//! | [`dns`] | DNS targets and the resolver seam |
+//!
+//! It never speaks HTTP beyond reading request cookies and writing `Set-Cookie`.
+
+pub mod balancer;
+pub mod dns;
+pub mod health;
+pub mod health_state;
+pub mod probe;
+pub mod registry;
+pub mod select;
+pub mod sticky;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::config::model::{Forward, TargetGroup, TargetGroupId, TargetSpec};
+use crate::config::model::{Action, Config, Forward, TargetGroupId, TargetSpec};
+use crate::shutdown::Shutdown;
 
-/// One target group's registered targets and balancing state.
+pub use dns::{Resolve, StaticResolver, SystemResolver};
+pub use health_state::{HealthState, Reason};
+pub use registry::{
+    InFlight, Origin, Target, TargetGroupState, TargetHealthDescription, TargetsError,
+};
+pub use select::Selection;
+pub use sticky::StickyKey;
+
+/// Every target group of a config, and the stickiness key.
 #[derive(Debug)]
-pub struct TargetGroupState {
-    pub name: String,
-    targets: Vec<SocketAddr>,
-    next: AtomicUsize,
+pub struct TargetGroups {
+    /// Indexed by [`TargetGroupId`].
+    pub groups: Vec<Arc<TargetGroupState>>,
+    pub sticky: StickyKey,
 }
 
-impl TargetGroupState {
-    /// Register the group's configured targets. DNS targets are resolved once here.
-    pub async fn new(group: &TargetGroup) -> TargetGroupState {
-        let mut targets = Vec::new();
-        for spec in &group.targets {
-            match spec {
-                TargetSpec::Addr(a) => targets.push(*a),
-                TargetSpec::Dns { host, port } => {
-                    match tokio::net::lookup_host((host.as_str(), *port)).await {
-                        Ok(addrs) => targets.extend(addrs),
-                        Err(e) => tracing::warn!(
-                            target_group = %group.name,
-                            "Could not resolve target {host}:{port}: {e}."
-                        ),
-                    }
+impl TargetGroups {
+    /// Build the groups and register their configured targets; DNS targets are resolved
+    /// here once through `resolver`.
+    pub async fn new(config: &Config, shutdown: &Shutdown, resolver: &dyn Resolve) -> Self {
+        let sticky = match &config.load_balancer.stickiness_secret {
+            Some(secret) => StickyKey::from_secret(secret.expose()),
+            None => StickyKey::random(),
+        };
+        let mut groups = Vec::with_capacity(config.target_groups.len());
+        for (i, g) in config.target_groups.iter().enumerate() {
+            let id = TargetGroupId(i);
+            let in_use = is_in_use(config, id);
+            let state = Arc::new(TargetGroupState::new(id, g, in_use, shutdown.clone()));
+            for spec in &g.targets {
+                if let TargetSpec::Addr(a) = spec {
+                    let _ = state.register(*a, Origin::Config);
                 }
             }
+            dns::refresh(&state, resolver).await;
+            groups.push(state);
         }
-        TargetGroupState {
-            name: group.name.clone(),
-            targets,
-            next: AtomicUsize::new(0),
+        TargetGroups { groups, sticky }
+    }
+
+    /// Start a health checker for every group a listener uses (with checks enabled) and
+    /// a DNS refresher for every group with DNS targets, all stopping with `shutdown`.
+    pub fn start(&self, shutdown: &Shutdown, resolver: Arc<dyn Resolve>, dns_refresh: Duration) {
+        for g in &self.groups {
+            if g.in_use && g.config.health_check.enabled {
+                let cancel = shutdown.stop_accepting.clone();
+                shutdown
+                    .tracker
+                    .spawn(health::run_checker(g.clone(), cancel));
+            }
+            if g.config
+                .targets
+                .iter()
+                .any(|t| matches!(t, TargetSpec::Dns { .. }))
+            {
+                let cancel = shutdown.stop_accepting.clone();
+                shutdown.tracker.spawn(dns::run_refresh(
+                    g.clone(),
+                    resolver.clone(),
+                    dns_refresh,
+                    cancel,
+                ));
+            }
         }
     }
 
-    pub fn targets(&self) -> &[SocketAddr] {
-        &self.targets
+    /// The group named `name`.
+    pub fn by_name(&self, name: &str) -> Result<&Arc<TargetGroupState>, TargetsError> {
+        self.groups
+            .iter()
+            .find(|g| g.name == name)
+            .ok_or_else(|| TargetsError::UnknownGroup(name.to_string()))
     }
 
-    /// The next target in round-robin order; `None` when no target is registered.
-    pub fn pick(&self) -> Option<SocketAddr> {
-        if self.targets.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len();
-        Some(self.targets[i])
+    pub fn register(&self, group: &str, addr: SocketAddr) -> Result<(), TargetsError> {
+        self.by_name(group)?.register(addr, Origin::Api)
     }
+
+    pub fn deregister(&self, group: &str, addr: SocketAddr) -> Result<(), TargetsError> {
+        self.by_name(group)?.deregister(addr)
+    }
+}
+
+/// Whether a listener's default action or rule forwards to `id`.
+fn is_in_use(config: &Config, id: TargetGroupId) -> bool {
+    let forwards_to = |a: &Action| match a {
+        Action::Forward(f) => f.target_groups.iter().any(|g| g.id == id),
+        _ => false,
+    };
+    config
+        .listeners
+        .iter()
+        .any(|l| forwards_to(&l.default_action) || l.rules.iter().any(|r| forwards_to(&r.action)))
 }
 
 /// Choose the target group of a forward action by weight (share = weight / sum).
@@ -77,26 +150,4 @@ pub fn pick_group(forward: &Forward) -> Option<TargetGroupId> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn round_robin_cycles() {
-        let s = TargetGroupState {
-            name: "t".into(),
-            targets: vec![
-                "127.0.0.1:1".parse().unwrap(),
-                "127.0.0.1:2".parse().unwrap(),
-            ],
-            next: AtomicUsize::new(0),
-        };
-        let picks: Vec<u16> = (0..4).map(|_| s.pick().unwrap().port()).collect();
-        assert_eq!(picks, [1, 2, 1, 2]);
-        let empty = TargetGroupState {
-            name: "e".into(),
-            targets: vec![],
-            next: AtomicUsize::new(0),
-        };
-        assert_eq!(empty.pick(), None);
-    }
-}
+mod tests;

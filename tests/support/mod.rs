@@ -467,3 +467,162 @@ pub async fn delayed_target(delay: Duration) -> (SocketAddr, tokio::sync::mpsc::
     });
     (addr, rx)
 }
+
+/// A keep-alive HTTP target that says who it is: every answer carries `X-Target: <id>`
+/// and ordinary requests get the id as body. `/health*` answers a settable status and
+/// closes (as a health check expects); `/login` also sets `session=<id>`; an upgrade
+/// gets a 101 and then echoes bytes. Ordinary requests wait `delay` first.
+#[derive(Clone)]
+pub struct IdTarget {
+    pub addr: SocketAddr,
+    pub id: &'static str,
+    health: Arc<std::sync::atomic::AtomicU16>,
+    /// Ordinary requests and upgrades received (health checks not counted).
+    pub requests: Arc<std::sync::atomic::AtomicUsize>,
+    /// Health checks received.
+    pub health_checks: Arc<std::sync::atomic::AtomicUsize>,
+    /// The head of the latest health check.
+    pub last_health_head: Arc<std::sync::Mutex<String>>,
+    /// Signalled whenever an ordinary request head arrives.
+    pub arrived: Arc<tokio::sync::Notify>,
+}
+
+impl IdTarget {
+    /// Answer `/health` with `status` from now on.
+    pub fn set_health(&self, status: u16) {
+        self.health
+            .store(status, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn health_check_count(&self) -> usize {
+        self.health_checks
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// An [`IdTarget`] on 127.0.0.1:0 answering at once.
+pub async fn id_target(id: &'static str) -> IdTarget {
+    id_target_on("127.0.0.1:0".parse().unwrap(), id, Duration::ZERO).await
+}
+
+/// An [`IdTarget`] bound to `addr` whose ordinary answers wait `delay`.
+pub async fn id_target_on(addr: SocketAddr, id: &'static str, delay: Duration) -> IdTarget {
+    use std::sync::atomic::Ordering;
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let t = IdTarget {
+        addr: listener.local_addr().unwrap(),
+        id,
+        health: Arc::new(std::sync::atomic::AtomicU16::new(200)),
+        requests: Arc::default(),
+        health_checks: Arc::default(),
+        last_health_head: Arc::default(),
+        arrived: Arc::default(),
+    };
+    let shared = t.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let t = shared.clone();
+            tokio::spawn(async move {
+                while let Some(head) = read_head(&mut s).await {
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                    if path.starts_with("/health") {
+                        t.health_checks.fetch_add(1, Ordering::Relaxed);
+                        *t.last_health_head.lock().unwrap() = head;
+                        let code = t.health.load(Ordering::Relaxed);
+                        let resp = format!(
+                            "HTTP/1.1 {code} Status\r\nX-Target: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                            t.id
+                        );
+                        let _ = s.write_all(resp.as_bytes()).await;
+                        return;
+                    }
+                    t.requests.fetch_add(1, Ordering::Relaxed);
+                    t.arrived.notify_waiters();
+                    let lower = head.to_ascii_lowercase();
+                    if lower.contains("\r\nupgrade:") {
+                        let resp = format!(
+                            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Target: {}\r\n\r\n",
+                            t.id
+                        );
+                        if s.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        let (mut r, mut w) = s.split();
+                        let _ = tokio::io::copy(&mut r, &mut w).await;
+                        return;
+                    }
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    let cookie = if path.starts_with("/login") {
+                        format!("Set-Cookie: session={}; Path=/\r\n", t.id)
+                    } else {
+                        String::new()
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nX-Target: {id}\r\n{cookie}Content-Length: {}\r\n\r\n{id}",
+                        t.id.len(),
+                        id = t.id
+                    );
+                    if s.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    t
+}
+
+/// Poll `cond` every 10 ms until it holds; fail after [`SAFETY`].
+pub async fn eventually<F: FnMut() -> bool>(what: &str, mut cond: F) {
+    within(what, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
+/// Collects everything logged through `tracing` on this thread while the guard lives.
+pub struct LogCapture {
+    buf: Arc<std::sync::Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+impl LogCapture {
+    pub fn start() -> LogCapture {
+        let buf: Arc<std::sync::Mutex<Vec<u8>>> = Arc::default();
+        let writer = CaptureWriter(buf.clone());
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        LogCapture {
+            buf,
+            _guard: tracing::subscriber::set_default(subscriber),
+        }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf.lock().unwrap()).into_owned()
+    }
+}
+
+#[derive(Clone)]
+struct CaptureWriter(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -22,7 +22,8 @@ use toml::Spanned;
 use super::document::{self, Read, Source};
 use super::file::{BackendConfig, DurationValue, LoadBalancerConfig};
 use super::model::{
-    AccessLog, Admin, Backend, Config, DesyncMitigationMode, LoadBalancer, TargetGroupId, XffMode,
+    AccessLog, Admin, Backend, Config, DesyncMitigationMode, LoadBalancer, Secret, TargetGroupId,
+    XffMode,
 };
 use super::{duration, ConfigError, ConfigErrors, Origin};
 
@@ -422,7 +423,19 @@ fn load_balancer(cx: &mut Cx<'_>, lb: LoadBalancerConfig) -> Option<LoadBalancer
         ],
         d.desync_mitigation_mode,
     );
+    let secret = match &lb.stickiness_secret {
+        None => Some(None),
+        Some(s) if s.get_ref().chars().count() < 16 => {
+            cx.error(
+                s.span(),
+                "`stickiness_secret` must be at least 16 characters long",
+            );
+            None
+        }
+        Some(s) => Some(Some(Secret::new(s.get_ref().clone()))),
+    };
     Some(LoadBalancer {
+        stickiness_secret: secret?,
         idle_timeout: idle?,
         xff_header_processing: xff?,
         xff_client_port: lb.xff_client_port.unwrap_or(d.xff_client_port),
