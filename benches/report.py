@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Turn benches/run.sh's results.jsonl files into the Markdown tables of BENCHMARKS.md.
+
+usage: benches/report.py RESULTS.jsonl [MORE.jsonl ...]
+
+Each cell is the median over the runs; "×" is the ratio to direct; the last
+column is albatross's ratio to the best peer (nginx, haproxy, caddy) in the
+metric's own direction (↑ higher is better, ↓ lower is better). A second table
+gives the spread, (max - min) / median in %, and a third the CPU busy during
+the measured window.
+"""
+import json
+import statistics
+import sys
+
+TARGETS = ["direct", "nginx", "haproxy", "caddy", "albatross"]
+PEERS = ["nginx", "haproxy", "caddy"]
+
+# (cell, key, label, direction, format)
+ROWS = [
+    ("hs_ws", "rate", "handshake ws, C=32: handshakes/s", "up", "{:,.0f}"),
+    ("hs_ws", "p99_ms", "handshake ws, C=32: p99 ms", "down", "{:.2f}"),
+    ("hs_wss", "rate", "handshake wss, C=32: handshakes/s", "up", "{:,.0f}"),
+    ("hs_wss", "p99_ms", "handshake wss, C=32: p99 ms", "down", "{:.2f}"),
+    ("rtt100", "rate", "rtt ws, C=100, 64 B: msg/s", "up", "{:,.0f}"),
+    ("rtt100", "p50_us", "rtt ws, C=100, 64 B: p50 µs", "down", "{:,.0f}"),
+    ("rtt100", "p99_us", "rtt ws, C=100, 64 B: p99 µs", "down", "{:,.0f}"),
+    ("rtt100", "p999_us", "rtt ws, C=100, 64 B: p99.9 µs", "down", "{:,.0f}"),
+    ("rtt1", "rate", "rtt ws, C=1, 64 B: msg/s", "up", "{:,.0f}"),
+    ("rtt1", "p50_us", "rtt ws, C=1, 64 B: p50 µs", "down", "{:,.0f}"),
+    ("rtt1", "p99_us", "rtt ws, C=1, 64 B: p99 µs", "down", "{:,.0f}"),
+    ("rtt1", "p999_us", "rtt ws, C=1, 64 B: p99.9 µs", "down", "{:,.0f}"),
+    ("tput", "sent_mb_s", "throughput ws, C=1, 64 KiB frames: MB/s sent", "up", "{:,.0f}"),
+    ("tput", "echoed_mb_s", "throughput ws, C=1, 64 KiB frames: MB/s echoed back", "up", "{:,.0f}"),
+    ("idle_ws", "alive", "idle ws: connections alive after hold (of N)", "up", "{:,.0f}"),
+    ("idle_ws", "rss_kib_per_conn", "idle ws: proxy RSS KiB per connection", "down", "{:.1f}"),
+    ("idle_wss", "alive", "idle wss: connections alive after hold (of N)", "up", "{:,.0f}"),
+    ("idle_wss", "rss_kib_per_conn", "idle wss: proxy RSS KiB per connection", "down", "{:.1f}"),
+    ("http", "rate", "HTTP GET keep-alive (wrk -t1 -c64): req/s", "up", "{:,.0f}"),
+    ("http", "p99_ms", "HTTP GET keep-alive (wrk -t1 -c64): p99 ms", "down", "{:.2f}"),
+]
+
+CPU_ROWS = [
+    ("hs_ws", "proxy_us_per_handshake", "handshake ws: proxy CPU µs per handshake", "{:,.0f}"),
+    ("hs_wss", "proxy_us_per_handshake", "handshake wss: proxy CPU µs per handshake", "{:,.0f}"),
+    ("rtt100", "proxy_us_per_message", "rtt ws C=100: proxy CPU µs per message echoed", "{:.1f}"),
+    ("rtt1", "proxy_us_per_message", "rtt ws C=1: proxy CPU µs per message echoed", "{:.1f}"),
+    ("tput", "proxy_us_per_mb", "throughput ws: proxy CPU µs per MB each way", "{:,.0f}"),
+    ("http", "proxy_us_per_request", "HTTP keep-alive: proxy CPU µs per request", "{:.1f}"),
+]
+
+BUSY_CELLS = [
+    ("hs_ws", "handshake ws"),
+    ("hs_wss", "handshake wss"),
+    ("rtt100", "rtt ws C=100"),
+    ("rtt1", "rtt ws C=1"),
+    ("tput", "throughput ws"),
+    ("http", "HTTP keep-alive"),
+]
+
+
+def load(paths):
+    data = {}  # (target, cell) -> list of result dicts
+    for path in paths:
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                rec = json.loads(line)
+                if rec.get("result"):
+                    data.setdefault((rec["target"], rec["cell"]), []).append(rec["result"])
+    return data
+
+
+def values(data, target, cell, key):
+    return [r[key] for r in data.get((target, cell), []) if isinstance(r.get(key), (int, float))]
+
+
+def med(vs):
+    return statistics.median(vs) if vs else None
+
+
+def spread(vs):
+    if len(vs) < 2:
+        return None
+    m = statistics.median(vs)
+    return 100.0 * (max(vs) - min(vs)) / m if m else 0.0
+
+
+def main(paths):
+    data = load(paths)
+    present = [t for t in TARGETS if any(k[0] == t for k in data)]
+    runs = max((len(v) for v in data.values()), default=0)
+    out = []
+    head = "| scenario: metric | " + " | ".join(present)
+    if "albatross" in present:
+        head += " | albatross ÷ best peer"
+    out.append(head + " |")
+    out.append("|---|" + "---:|" * (len(present) + ("albatross" in present)))
+    for cell, key, label, direction, fmt in ROWS:
+        meds = {t: med(values(data, t, cell, key)) for t in present}
+        if all(v is None for v in meds.values()):
+            continue
+        d = meds.get("direct")
+        cells = []
+        for t in present:
+            v = meds[t]
+            if v is None:
+                cells.append("n/a")
+                continue
+            s = fmt.format(v)
+            if t != "direct" and d and key not in ("alive",):
+                s += f" ({v / d:.2f}×)"
+            cells.append(s)
+        arrow = "↑" if direction == "up" else "↓"
+        row = f"| {label} {arrow} | " + " | ".join(cells)
+        if "albatross" in present:
+            row += " | " + best_ratio(meds, direction)
+        out.append(row + " |")
+
+    out.append("")
+    out.append("Proxy CPU time per unit of work (utime + stime of the proxy process, CPU-µs; lower is better):")
+    out.append("")
+    cpu_targets = [t for t in present if t != "direct"]
+    head = "| scenario | " + " | ".join(cpu_targets)
+    if "albatross" in cpu_targets:
+        head += " | albatross ÷ best peer"
+    out.append(head + " |")
+    out.append("|---|" + "---:|" * (len(cpu_targets) + ("albatross" in cpu_targets)))
+    for cell, key, label, fmt in CPU_ROWS:
+        meds = {t: med(values(data, t, cell, key)) for t in cpu_targets}
+        if all(v is None for v in meds.values()):
+            continue
+        cells = [fmt.format(meds[t]) if meds[t] is not None else "n/a" for t in cpu_targets]
+        row = f"| {label} | " + " | ".join(cells)
+        if "albatross" in cpu_targets:
+            row += " | " + best_ratio(meds, "down")
+        out.append(row + " |")
+
+    out.append("")
+    out.append("CPU busy during the measured window, proxy / client + echo target (% of one CPU; "
+               "wrk's own CPU is not counted):")
+    out.append("")
+    out.append("| scenario | " + " | ".join(present) + " |")
+    out.append("|---|" + "---:|" * len(present))
+    for cell, label in BUSY_CELLS:
+        cells = []
+        for t in present:
+            p = med(values(data, t, cell, "proxy_cpu_pct"))
+            c = med(values(data, t, cell, "client_cpu_pct"))
+            if p is None and c is None:
+                cells.append("n/a")
+            else:
+                cells.append(f"{'–' if p is None else f'{p:.0f}'} / {'–' if c is None else f'{c:.0f}'}")
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    out.append("")
+    out.append(f"Spread over {runs} run(s): (max − min) ÷ median, %:")
+    out.append("")
+    out.append("| scenario: metric | " + " | ".join(present) + " |")
+    out.append("|---|" + "---:|" * len(present))
+    for cell, key, label, direction, fmt in ROWS + [(c, k, l, "down", f) for c, k, l, f in CPU_ROWS]:
+        sps = {t: spread(values(data, t, cell, key)) for t in present}
+        if all(v is None for v in sps.values()):
+            continue
+        cells = ["n/a" if v is None else f"{v:.0f}" for v in sps.values()]
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    # Errors, if any.
+    errs = []
+    for (t, cell), rs in sorted(data.items()):
+        for r in rs:
+            n = r.get("errors") or r.get("open_errors") or 0
+            if n:
+                errs.append(f"- {t} {cell}: {n} errors" + (f" ({r['first_error']})" if r.get("first_error") else ""))
+            if cell.startswith("idle") and r.get("alive", 0) < r.get("conns", 0):
+                errs.append(f"- {t} {cell}: {r.get('alive')} of {r.get('conns')} alive after the hold")
+    if errs:
+        out.append("")
+        out.append("Errors seen:")
+        out.extend(errs)
+    print("\n".join(out))
+
+
+def best_ratio(meds, direction):
+    a = meds.get("albatross")
+    peers = [meds[p] for p in PEERS if meds.get(p) is not None]
+    if a is None or not peers:
+        return "n/a"
+    best = max(peers) if direction == "up" else min(peers)
+    if not best:
+        return "n/a"
+    return f"{a / best:.2f}×"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        print(__doc__)
+        sys.exit(2)
+    main(sys.argv[1:])

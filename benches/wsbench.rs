@@ -1,0 +1,993 @@
+//! wsbench: the WebSocket load generator and echo target of the proxy benchmark.
+//!
+//! Not a CI benchmark: `cargo bench --no-run` only compiles it, and running it
+//! without arguments prints the usage and exits. `benches/run.sh` drives it:
+//!
+//! ```text
+//! wsbench echo --listen 127.0.0.1:19000 --tls-listen 127.0.0.1:19001 --cert C --key K
+//! wsbench run --scenario handshake|rtt|throughput|idle|http|probe --target HOST:PORT [--tls]
+//!             [--conns N] [--duration S] [--warmup S] [--hold S]
+//!             [--proxy-pids P1,P2] [--echo-pid P] [--label TEXT]
+//! ```
+//!
+//! `run` prints one JSON object on stdout with the scenario's figures and, when
+//! `--proxy-pids` is given, the proxy's CPU time (utime + stime from
+//! `/proc/PID/stat`) and resident memory (`VmRSS` from `/proc/PID/status`)
+//! over the measured window. The echo target answers WebSocket upgrades on any
+//! path by echoing every text and binary message, and any other request with a
+//! 3-byte `ok\n` body (keep-alive). The client speaks HTTP/1.1 and RFC 6455
+//! directly (masked frames, no extensions); for wss it offers TLS 1.3 with
+//! X25519 only, never resumes sessions and does not verify the certificate.
+
+use std::convert::Infallible;
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocket};
+use hdrhistogram::Histogram;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Res<T> = Result<T, BoxError>;
+
+/// Any client stream: plain TCP or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+type Conn = Pin<Box<dyn Io>>;
+
+const USAGE: &str = "usage: wsbench echo --listen ADDR [--tls-listen ADDR --cert PEM --key PEM]\n       wsbench run --scenario handshake|rtt|throughput|idle|http|probe --target HOST:PORT [--tls] [--conns N] [--duration S] [--warmup S] [--hold S] [--proxy-pids P,..] [--echo-pid P] [--label TEXT]";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo bench` passes `--bench`; without a subcommand there is nothing to do.
+    let Some(cmd) = args.first().filter(|a| !a.starts_with('-')).cloned() else {
+        eprintln!("wsbench: not run by `cargo bench`; see benches/run.sh.\n{USAGE}");
+        return;
+    };
+    let opts = Opts::parse(&args[1..]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = match cmd.as_str() {
+        "echo" => rt.block_on(echo_main(opts)),
+        "run" => rt.block_on(run_main(opts)),
+        _ => Err(USAGE.into()),
+    };
+    if let Err(e) = result {
+        eprintln!("wsbench: {e}");
+        std::process::exit(1);
+    }
+}
+
+#[derive(Default)]
+struct Opts {
+    kv: Vec<(String, String)>,
+    flags: Vec<String>,
+}
+
+impl Opts {
+    fn parse(args: &[String]) -> Opts {
+        let mut o = Opts::default();
+        let mut i = 0;
+        while i < args.len() {
+            let a = args[i].trim_start_matches("--").to_string();
+            if a == "tls" || a == "bench" {
+                o.flags.push(a);
+                i += 1;
+            } else if i + 1 < args.len() {
+                o.kv.push((a, args[i + 1].clone()));
+                i += 2;
+            } else {
+                eprintln!("wsbench: option --{a} needs a value\n{USAGE}");
+                std::process::exit(2);
+            }
+        }
+        o
+    }
+    fn get(&self, k: &str) -> Option<&str> {
+        self.kv
+            .iter()
+            .rev()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    }
+    fn num<T: std::str::FromStr>(&self, k: &str, default: T) -> T {
+        self.get(k)
+            .map(|v| {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("--{k}: bad number {v}"))
+            })
+            .unwrap_or(default)
+    }
+    fn flag(&self, k: &str) -> bool {
+        self.flags.iter().any(|f| f == k)
+    }
+}
+
+// ---------------------------------------------------------------- echo target
+
+async fn echo_main(opts: Opts) -> Res<()> {
+    let listen: SocketAddr = opts.get("listen").ok_or("--listen")?.parse()?;
+    let plain = listener(listen)?;
+    let tls = match opts.get("tls-listen") {
+        Some(addr) => {
+            let cert = opts.get("cert").ok_or("--cert")?;
+            let key = opts.get("key").ok_or("--key")?;
+            Some((listener(addr.parse()?)?, tls_acceptor(cert, key)?))
+        }
+        None => None,
+    };
+    if let Some((l, acceptor)) = tls {
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = l.accept().await else {
+                    continue;
+                };
+                let _ = s.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(s).await {
+                        serve_http(tls).await;
+                    }
+                });
+            }
+        });
+    }
+    eprintln!("wsbench echo: listening on {listen}");
+    loop {
+        let Ok((s, _)) = plain.accept().await else {
+            continue;
+        };
+        let _ = s.set_nodelay(true);
+        tokio::spawn(serve_http(s));
+    }
+}
+
+fn listener(addr: SocketAddr) -> Res<TcpListener> {
+    let s = TcpSocket::new_v4()?;
+    s.set_reuseaddr(true)?;
+    s.bind(addr)?;
+    Ok(s.listen(8192)?)
+}
+
+async fn serve_http<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(s: S) {
+    let _ = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(s), hyper::service::service_fn(handle))
+        .with_upgrades()
+        .await;
+}
+
+async fn handle(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if fastwebsockets::upgrade::is_upgrade_request(&req) {
+        match fastwebsockets::upgrade::upgrade(&mut req) {
+            Ok((resp, fut)) => {
+                tokio::spawn(async move {
+                    if let Ok(ws) = fut.await {
+                        let _ = echo_ws(ws).await;
+                    }
+                });
+                Ok(resp.map(|_| Full::new(Bytes::new())))
+            }
+            Err(_) => Ok(Response::builder()
+                .status(400)
+                .body(Full::new(Bytes::new()))
+                .expect("response")),
+        }
+    } else {
+        Ok(Response::builder()
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::from_static(b"ok\n")))
+            .expect("response"))
+    }
+}
+
+async fn echo_ws<S: AsyncRead + AsyncWrite + Unpin>(
+    mut ws: WebSocket<S>,
+) -> Result<(), fastwebsockets::WebSocketError> {
+    ws.set_auto_close(true);
+    ws.set_auto_pong(true);
+    ws.set_max_message_size(1 << 20);
+    loop {
+        let frame = ws.read_frame().await?;
+        match frame.opcode {
+            OpCode::Close => return Ok(()),
+            OpCode::Text | OpCode::Binary => {
+                let reply = Frame::new(true, frame.opcode, None, frame.payload);
+                ws.write_frame(reply).await?;
+            }
+            _ => {}
+        }
+    }
+}
+
+fn tls_acceptor(cert: &str, key: &str) -> Res<tokio_rustls::TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(key)?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+// ---------------------------------------------------------------- client
+
+struct Client {
+    target: SocketAddr,
+    host: String,
+    tls: Option<tokio_rustls::TlsConnector>,
+    next_src: AtomicUsize,
+}
+
+impl Client {
+    fn new(target: &str, tls: bool) -> Res<Client> {
+        let addr: SocketAddr = target.parse()?;
+        Ok(Client {
+            target: addr,
+            host: target.to_string(),
+            tls: tls.then(tls_connector),
+            next_src: AtomicUsize::new(0),
+        })
+    }
+
+    /// TCP connect from the next source address in 127.0.0.2..=127.0.0.251, so
+    /// that tens of thousands of connections do not run out of ephemeral ports.
+    async fn tcp(&self) -> Res<TcpStream> {
+        let n = self.next_src.fetch_add(1, Ordering::Relaxed);
+        let src = Ipv4Addr::new(127, 0, 0, 2 + (n % 250) as u8);
+        let sock = TcpSocket::new_v4()?;
+        bind_no_port(&sock);
+        sock.bind(SocketAddr::new(IpAddr::V4(src), 0))?;
+        let s = sock.connect(self.target).await?;
+        s.set_nodelay(true)?;
+        Ok(s)
+    }
+
+    async fn stream(&self) -> Res<Conn> {
+        let tcp = self.tcp().await?;
+        Ok(match &self.tls {
+            Some(c) => {
+                let name = rustls_pki_types::ServerName::IpAddress(self.target.ip().into());
+                Box::pin(c.connect(name, tcp).await?)
+            }
+            None => Box::pin(tcp),
+        })
+    }
+
+    /// Connect, upgrade, and hand back the WebSocket.
+    async fn ws(&self) -> Res<WebSocket<Conn>> {
+        let mut s = self.stream().await?;
+        let req = format!(
+            "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            self.host
+        );
+        s.write_all(req.as_bytes()).await?;
+        s.flush().await?;
+        let mut buf = Vec::with_capacity(512);
+        let mut chunk = [0u8; 1024];
+        loop {
+            let n = s.read(&mut chunk).await?;
+            if n == 0 {
+                return Err("connection closed during the upgrade".into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                if !buf.starts_with(b"HTTP/1.1 101") {
+                    let line = String::from_utf8_lossy(&buf[..buf.len().min(40)]).into_owned();
+                    return Err(format!("upgrade refused: {line}").into());
+                }
+                if end + 4 != buf.len() {
+                    return Err("bytes after the 101 response".into());
+                }
+                break;
+            }
+            if buf.len() > 16 * 1024 {
+                return Err("response head too long".into());
+            }
+        }
+        let mut ws = WebSocket::after_handshake(s, Role::Client);
+        ws.set_auto_close(true);
+        ws.set_auto_pong(true);
+        Ok(ws)
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn bind_no_port(sock: &TcpSocket) {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt on a socket we own, with a c_int option value.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            &one as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn bind_no_port(_sock: &TcpSocket) {}
+
+fn tls_connector() -> tokio_rustls::TlsConnector {
+    #[derive(Debug)]
+    struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+    impl rustls::client::danger::ServerCertVerifier for NoVerify {
+        fn verify_server_cert(
+            &self,
+            _: &rustls_pki_types::CertificateDer<'_>,
+            _: &[rustls_pki_types::CertificateDer<'_>],
+            _: &rustls_pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls_pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &rustls_pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &rustls_pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
+    let provider = Arc::new(provider);
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+const MSG: [u8; 64] = [b'x'; 64];
+
+/// Send one 64-byte binary message and wait for its echo.
+async fn echo_once(ws: &mut WebSocket<Conn>) -> Res<()> {
+    ws.write_frame(Frame::binary(Payload::Borrowed(&MSG)))
+        .await?;
+    ws.flush().await?;
+    loop {
+        let f = ws.read_frame().await?;
+        match f.opcode {
+            OpCode::Binary | OpCode::Text => {
+                if f.payload.len() != MSG.len() {
+                    return Err("echo of the wrong length".into());
+                }
+                return Ok(());
+            }
+            OpCode::Close => return Err("closed by the peer".into()),
+            _ => {}
+        }
+    }
+}
+
+/// Close handshake: send Close, wait for the peer's Close (or EOF).
+async fn close(mut ws: WebSocket<Conn>) -> Res<()> {
+    ws.write_frame(Frame::close(1000, b"")).await?;
+    ws.flush().await?;
+    loop {
+        match ws.read_frame().await {
+            Ok(f) if f.opcode == OpCode::Close => break,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let mut s = ws.into_inner();
+    let _ = s.shutdown().await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- /proc
+
+fn parse_pids(s: Option<&str>) -> Vec<u32> {
+    s.map(|s| s.split(',').filter_map(|p| p.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// utime + stime in microseconds, summed over the processes.
+fn cpu_us(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let mut total = 0.0;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // Fields 14 and 15 of stat(5); `rest` starts at field 3.
+        let ticks: f64 = f[11].parse::<f64>().ok()? + f[12].parse::<f64>().ok()?;
+        total += ticks / hz * 1e6;
+    }
+    Some(total)
+}
+
+/// VmRSS in bytes, summed over the processes.
+fn rss_bytes(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    let mut total = 0;
+    for pid in pids {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        total += kib * 1024;
+    }
+    Some(total)
+}
+
+/// This process's own CPU time in microseconds.
+fn self_cpu_us() -> f64 {
+    cpu_us(&[std::process::id()]).unwrap_or(0.0)
+}
+
+/// CPU of the proxy, the client and the echo target over a window.
+struct CpuWindow {
+    proxy: Vec<u32>,
+    echo: Vec<u32>,
+    t0: Instant,
+    proxy0: Option<f64>,
+    client0: f64,
+    echo0: Option<f64>,
+}
+
+impl CpuWindow {
+    fn start(proxy: &[u32], echo: &[u32]) -> CpuWindow {
+        CpuWindow {
+            proxy: proxy.to_vec(),
+            echo: echo.to_vec(),
+            t0: Instant::now(),
+            proxy0: cpu_us(proxy),
+            client0: self_cpu_us(),
+            echo0: cpu_us(echo),
+        }
+    }
+    /// Adds proxy_cpu_us, proxy_cpu_pct and client_cpu_pct (client + echo) to `out`.
+    fn finish(&self, out: &mut serde_json::Map<String, Value>) {
+        let wall = self.t0.elapsed().as_secs_f64() * 1e6;
+        if let (Some(a), Some(b)) = (self.proxy0, cpu_us(&self.proxy)) {
+            out.insert("proxy_cpu_us".into(), json!(b - a));
+            out.insert("proxy_cpu_pct".into(), json!(100.0 * (b - a) / wall));
+        }
+        let mut client = self_cpu_us() - self.client0;
+        if let (Some(a), Some(b)) = (self.echo0, cpu_us(&self.echo)) {
+            client += b - a;
+        }
+        out.insert("client_cpu_pct".into(), json!(100.0 * client / wall));
+    }
+}
+
+// ---------------------------------------------------------------- scenarios
+
+async fn run_main(opts: Opts) -> Res<()> {
+    let scenario = opts.get("scenario").ok_or("--scenario")?.to_string();
+    let target = opts.get("target").ok_or("--target")?.to_string();
+    let tls = opts.flag("tls");
+    let duration = Duration::from_secs_f64(opts.num("duration", 10.0));
+    let warmup = Duration::from_secs_f64(opts.num("warmup", 1.0));
+    let proxy = parse_pids(opts.get("proxy-pids"));
+    let echo = parse_pids(opts.get("echo-pid"));
+    let client = Arc::new(Client::new(&target, tls)?);
+    let mut out = serde_json::Map::new();
+    out.insert("scenario".into(), json!(scenario));
+    out.insert("tls".into(), json!(tls));
+    if let Some(label) = opts.get("label") {
+        out.insert("label".into(), json!(label));
+    }
+    let w = Window {
+        warmup,
+        duration,
+        proxy,
+        echo,
+    };
+    match scenario.as_str() {
+        "handshake" => handshake(&client, opts.num("conns", 32), &w, &mut out).await?,
+        "rtt" => rtt(&client, opts.num("conns", 100), &w, &mut out).await?,
+        "throughput" => throughput(&client, opts.num("frame", 65536), &w, &mut out).await?,
+        "idle" => {
+            let hold = Duration::from_secs_f64(opts.num("hold", 10.0));
+            idle(&client, opts.num("conns", 9900), hold, &w, &mut out).await?
+        }
+        "http" => http(&target, opts.num("conns", 64), &w, &mut out).await?,
+        "probe" => probe(&client, opts.num("duration", 15.0), &mut out).await?,
+        other => return Err(format!("unknown scenario {other}").into()),
+    }
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", Value::Object(out))?;
+    Ok(())
+}
+
+struct Window {
+    warmup: Duration,
+    duration: Duration,
+    proxy: Vec<u32>,
+    echo: Vec<u32>,
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram")
+}
+
+fn q(h: &Histogram<u64>, p: f64) -> u64 {
+    h.value_at_quantile(p)
+}
+
+/// C loops of connect → upgrade → one echo → close.
+async fn handshake(
+    client: &Arc<Client>,
+    conns: usize,
+    w: &Window,
+    out: &mut serde_json::Map<String, Value>,
+) -> Res<()> {
+    let t0 = Instant::now();
+    let start = t0 + w.warmup;
+    let end = start + w.duration;
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let client = client.clone();
+        let errors = errors.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut h = hist();
+            let mut done = 0u64;
+            loop {
+                let t = Instant::now();
+                if t >= end {
+                    break;
+                }
+                let r = async {
+                    let mut ws = client.ws().await?;
+                    echo_once(&mut ws).await?;
+                    close(ws).await
+                };
+                match tokio::time::timeout(Duration::from_secs(10), r).await {
+                    Ok(Ok(())) => {
+                        let e = Instant::now();
+                        if t >= start && e <= end {
+                            done += 1;
+                            let _ = h.record((e - t).as_micros() as u64);
+                        }
+                    }
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            (h, done)
+        }));
+    }
+    tokio::time::sleep_until(start.into()).await;
+    let cpu = CpuWindow::start(&w.proxy, &w.echo);
+    tokio::time::sleep_until(end.into()).await;
+    cpu.finish(out);
+    let mut h = hist();
+    let mut done = 0;
+    for t in tasks {
+        let (th, d) = t.await?;
+        h.add(th)?;
+        done += d;
+    }
+    let secs = w.duration.as_secs_f64();
+    out.insert("conns".into(), json!(conns));
+    out.insert("handshakes".into(), json!(done));
+    out.insert("rate".into(), json!(done as f64 / secs));
+    out.insert("p50_ms".into(), json!(q(&h, 0.5) as f64 / 1000.0));
+    out.insert("p99_ms".into(), json!(q(&h, 0.99) as f64 / 1000.0));
+    out.insert("errors".into(), json!(errors.load(Ordering::Relaxed)));
+    per_unit(out, done as f64, "proxy_us_per_handshake");
+    Ok(())
+}
+
+fn per_unit(out: &mut serde_json::Map<String, Value>, units: f64, name: &str) {
+    if let Some(cpu) = out.get("proxy_cpu_us").and_then(Value::as_f64) {
+        if units > 0.0 {
+            out.insert(name.into(), json!(cpu / units));
+        }
+    }
+}
+
+/// C connections ping-ponging 64-byte messages.
+async fn rtt(
+    client: &Arc<Client>,
+    conns: usize,
+    w: &Window,
+    out: &mut serde_json::Map<String, Value>,
+) -> Res<()> {
+    let mut sockets = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        sockets.push(client.ws().await?);
+    }
+    let t0 = Instant::now();
+    let start = t0 + w.warmup;
+    let end = start + w.duration;
+    let mut tasks = Vec::new();
+    for mut ws in sockets {
+        tasks.push(tokio::spawn(async move {
+            let mut h = hist();
+            let mut done = 0u64;
+            let mut err = None;
+            loop {
+                let t = Instant::now();
+                if t >= end {
+                    break;
+                }
+                if let Err(e) = echo_once(&mut ws).await {
+                    err = Some(e.to_string());
+                    break;
+                }
+                let e = Instant::now();
+                if t >= start && e <= end {
+                    done += 1;
+                    let _ = h.record((e - t).as_nanos().max(1) as u64 / 1000 + 1);
+                }
+            }
+            let _ = close(ws).await;
+            (h, done, err)
+        }));
+    }
+    tokio::time::sleep_until(start.into()).await;
+    let cpu = CpuWindow::start(&w.proxy, &w.echo);
+    tokio::time::sleep_until(end.into()).await;
+    cpu.finish(out);
+    let mut h = hist();
+    let mut done = 0;
+    let mut errors = 0;
+    for t in tasks {
+        let (th, d, e) = t.await?;
+        h.add(th)?;
+        done += d;
+        if let Some(e) = e {
+            errors += 1;
+            eprintln!("wsbench rtt: {e}");
+        }
+    }
+    let secs = w.duration.as_secs_f64();
+    out.insert("conns".into(), json!(conns));
+    out.insert("messages".into(), json!(done));
+    out.insert("rate".into(), json!(done as f64 / secs));
+    out.insert("p50_us".into(), json!(q(&h, 0.5)));
+    out.insert("p99_us".into(), json!(q(&h, 0.99)));
+    out.insert("p999_us".into(), json!(q(&h, 0.999)));
+    out.insert("errors".into(), json!(errors));
+    per_unit(out, done as f64, "proxy_us_per_message");
+    Ok(())
+}
+
+/// One connection streaming binary frames of `frame` bytes; a second task reads the echoes.
+async fn throughput(
+    client: &Arc<Client>,
+    frame: usize,
+    w: &Window,
+    out: &mut serde_json::Map<String, Value>,
+) -> Res<()> {
+    let ws = client.ws().await?;
+    let stream = ws.into_inner();
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    // One masked client frame, written again and again.
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    let mut bytes = Vec::with_capacity(frame + 14);
+    bytes.push(0x82); // FIN + binary
+    if frame < 126 {
+        bytes.push(0x80 | frame as u8);
+    } else if frame < 65536 {
+        bytes.push(0x80 | 126);
+        bytes.extend_from_slice(&(frame as u16).to_be_bytes());
+    } else {
+        bytes.push(0x80 | 127);
+        bytes.extend_from_slice(&(frame as u64).to_be_bytes());
+    }
+    bytes.extend_from_slice(&mask);
+    bytes.extend((0..frame).map(|i| (i as u8) ^ mask[i % 4]));
+    let t0 = Instant::now();
+    let start = t0 + w.warmup;
+    let end = start + w.duration;
+    let writer = tokio::spawn(async move {
+        let mut sent = 0u64;
+        loop {
+            if wr.write_all(&bytes).await.is_err() {
+                break;
+            }
+            let now = Instant::now();
+            if now >= end {
+                break;
+            }
+            if now >= start {
+                sent += frame as u64;
+            }
+        }
+        (sent, wr)
+    });
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut got = 0u64;
+        // Frame parser state: header bytes collected, payload bytes still to skip.
+        let mut head = Vec::with_capacity(14);
+        let mut remaining = 0u64;
+        loop {
+            let n = match tokio::time::timeout_at(end.into(), rd.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                Ok(Ok(n)) => n,
+            };
+            let in_window = Instant::now() >= start;
+            let mut i = 0;
+            while i < n {
+                if remaining > 0 {
+                    let take = remaining.min((n - i) as u64);
+                    remaining -= take;
+                    i += take as usize;
+                    if in_window {
+                        got += take;
+                    }
+                    continue;
+                }
+                head.push(buf[i]);
+                i += 1;
+                if head.len() >= 2 {
+                    let len7 = head[1] & 0x7f;
+                    let need = match len7 {
+                        126 => 4,
+                        127 => 10,
+                        _ => 2,
+                    };
+                    if head.len() == need {
+                        remaining = match len7 {
+                            126 => u16::from_be_bytes([head[2], head[3]]) as u64,
+                            127 => u64::from_be_bytes(head[2..10].try_into().expect("8 bytes")),
+                            l => l as u64,
+                        };
+                        head.clear();
+                    }
+                }
+            }
+        }
+        got
+    });
+    tokio::time::sleep_until(start.into()).await;
+    let cpu = CpuWindow::start(&w.proxy, &w.echo);
+    tokio::time::sleep_until(end.into()).await;
+    cpu.finish(out);
+    let got = reader.await?;
+    let (sent, _wr) = tokio::time::timeout(Duration::from_secs(5), writer)
+        .await
+        .map_err(|_| "writer stuck")??;
+    let secs = w.duration.as_secs_f64();
+    out.insert("frame".into(), json!(frame));
+    out.insert("sent_mb_s".into(), json!(sent as f64 / 1e6 / secs));
+    out.insert("echoed_mb_s".into(), json!(got as f64 / 1e6 / secs));
+    per_unit(out, sent as f64 / 1e6, "proxy_us_per_mb");
+    Ok(())
+}
+
+/// Open N tunnels (one echo each), hold them idle, then check every one still echoes.
+async fn idle(
+    client: &Arc<Client>,
+    conns: usize,
+    hold: Duration,
+    w: &Window,
+    out: &mut serde_json::Map<String, Value>,
+) -> Res<()> {
+    let rss0 = rss_bytes(&w.proxy);
+    let t0 = Instant::now();
+    let sem = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut tasks = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        let permit = sem.clone().acquire_owned().await?;
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = tokio::time::timeout(Duration::from_secs(20), async {
+                let mut ws = client.ws().await?;
+                echo_once(&mut ws).await?;
+                Ok::<_, BoxError>(ws)
+            })
+            .await;
+            drop(permit);
+            match r {
+                Ok(Ok(ws)) => Ok(ws),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("timeout".to_string()),
+            }
+        }));
+    }
+    let mut sockets = Vec::with_capacity(conns);
+    let mut open_errors = 0;
+    let mut first_error = None;
+    for t in tasks {
+        match t.await? {
+            Ok(ws) => sockets.push(ws),
+            Err(e) => {
+                open_errors += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let open_secs = t0.elapsed().as_secs_f64();
+    let rss_open = rss_bytes(&w.proxy);
+    tokio::time::sleep(hold).await;
+    let rss_held = rss_bytes(&w.proxy);
+    // Every tunnel still echoing?
+    let opened = sockets.len();
+    let mut checks = Vec::with_capacity(opened);
+    for mut ws in sockets {
+        let permit = sem.clone().acquire_owned().await?;
+        checks.push(tokio::spawn(async move {
+            let ok = matches!(
+                tokio::time::timeout(Duration::from_secs(10), echo_once(&mut ws)).await,
+                Ok(Ok(()))
+            );
+            drop(permit);
+            (ok, ws)
+        }));
+    }
+    let mut alive = 0;
+    let mut keep = Vec::with_capacity(opened);
+    for c in checks {
+        let (ok, ws) = c.await?;
+        alive += ok as usize;
+        keep.push(ws);
+    }
+    let rss_after_echo = rss_bytes(&w.proxy);
+    drop(keep);
+    out.insert("conns".into(), json!(conns));
+    out.insert("opened".into(), json!(opened));
+    out.insert("open_errors".into(), json!(open_errors));
+    if let Some(e) = first_error {
+        out.insert("first_error".into(), json!(e));
+    }
+    out.insert("open_secs".into(), json!(open_secs));
+    out.insert("hold_secs".into(), json!(hold.as_secs_f64()));
+    out.insert("alive".into(), json!(alive));
+    if let (Some(a), Some(b), Some(c), Some(d)) = (rss0, rss_open, rss_held, rss_after_echo) {
+        out.insert("rss_before_kib".into(), json!(a / 1024));
+        out.insert("rss_open_kib".into(), json!(b / 1024));
+        out.insert("rss_held_kib".into(), json!(c / 1024));
+        out.insert("rss_after_echo_kib".into(), json!(d / 1024));
+        if opened > 0 {
+            let per = (c as f64 - a as f64) / opened as f64;
+            out.insert("rss_bytes_per_conn".into(), json!(per));
+            out.insert("rss_kib_per_conn".into(), json!(per / 1024.0));
+        }
+    }
+    Ok(())
+}
+
+/// Wait until one upgrade + echo + close succeeds (the proxy is up and routes).
+async fn probe(
+    client: &Arc<Client>,
+    secs: f64,
+    out: &mut serde_json::Map<String, Value>,
+) -> Res<()> {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    loop {
+        let r = tokio::time::timeout(Duration::from_secs(2), async {
+            let mut ws = client.ws().await?;
+            echo_once(&mut ws).await?;
+            close(ws).await
+        })
+        .await;
+        match r {
+            Ok(Ok(())) => {
+                out.insert("ready".into(), json!(true));
+                return Ok(());
+            }
+            Ok(Err(e)) if Instant::now() >= deadline => return Err(e),
+            Err(_) if Instant::now() >= deadline => return Err("probe timed out".into()),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Keep-alive GETs with wrk (one thread, C connections); wrk inherits the CPU pin.
+async fn http(
+    target: &str,
+    conns: usize,
+    w: &Window,
+    out: &mut serde_json::Map<String, Value>,
+) -> Res<()> {
+    let url = format!("http://{target}/health");
+    let wrk = |secs: f64| {
+        std::process::Command::new("wrk")
+            .args([
+                "-t1",
+                &format!("-c{conns}"),
+                &format!("-d{}s", secs.max(1.0) as u64),
+            ])
+            .args(["--latency", &url])
+            .output()
+    };
+    if !w.warmup.is_zero() {
+        wrk(w.warmup.as_secs_f64())?;
+    }
+    let cpu = CpuWindow::start(&w.proxy, &w.echo);
+    let o = wrk(w.duration.as_secs_f64())?;
+    let mut cpu_out = serde_json::Map::new();
+    cpu.finish(&mut cpu_out);
+    // wrk is a child: its CPU is not in ours; take it from the wall time instead.
+    cpu_out.remove("client_cpu_pct");
+    out.extend(cpu_out);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let mut total = None;
+    let mut rate = None;
+    let mut p99 = None;
+    let mut errors = 0u64;
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(v) = l.strip_prefix("Requests/sec:") {
+            rate = v.trim().parse::<f64>().ok();
+        } else if let Some(v) = l.strip_prefix("99%") {
+            p99 = parse_wrk_time(v.trim());
+        } else if l.contains("requests in") {
+            total = l
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<f64>().ok());
+        } else if l.starts_with("Non-2xx") || l.starts_with("Socket errors") {
+            errors += l
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|n| n.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    let rate = rate.ok_or_else(|| format!("wrk output not understood: {text}"))?;
+    out.insert("conns".into(), json!(conns));
+    out.insert("rate".into(), json!(rate));
+    if let Some(p) = p99 {
+        out.insert("p99_ms".into(), json!(p));
+    }
+    out.insert("errors".into(), json!(errors));
+    let requests = total.unwrap_or(rate * w.duration.as_secs_f64());
+    per_unit(out, requests, "proxy_us_per_request");
+    Ok(())
+}
+
+/// "1.25ms" → 1.25 (milliseconds).
+fn parse_wrk_time(s: &str) -> Option<f64> {
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic())?);
+    let v: f64 = num.parse().ok()?;
+    Some(match unit {
+        "us" => v / 1000.0,
+        "ms" => v,
+        "s" => v * 1000.0,
+        "m" => v * 60_000.0,
+        _ => return None,
+    })
+}
