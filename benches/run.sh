@@ -11,7 +11,7 @@
 # Each cell (target x scenario) starts the echo target and the proxy fresh and
 # stops both afterwards. The proxy runs on CPU 1 with one worker (nginx
 # worker_processes 1, HAProxy nbthread 1, Caddy GOMAXPROCS=1, albatross
-# TOKIO_WORKER_THREADS=1); the load generator, wrk and the echo target run on
+# --threads 1); the load generator, wrk and the echo target run on
 # CPU 0. Everything listens on 127.0.0.1 and every load loop is bounded in
 # time. Results go to DIR/results.jsonl (one JSON object per cell and run) and
 # the Markdown table to DIR/table.md and stdout.
@@ -113,8 +113,8 @@ start_proxy() {   # start_proxy TARGET: sets PROXY_PID, PROXY_PIDS, PORT_WS, POR
                 XDG_CONFIG_HOME=$WORK/caddy-home GOMAXPROCS=1 \
                 exec taskset -c 1 caddy run --config Caddyfile --adapter caddyfile) 2>>"$logf" >&2 & ;;
         albatross) PORT_WS=19301; PORT_WSS=19302
-            (cd "$WORK" && RUST_LOG=warn TOKIO_WORKER_THREADS=1 \
-                exec taskset -c 1 "$ALBATROSS" --config albatross.toml) 2>>"$logf" >&2 & ;;
+            (cd "$WORK" && RUST_LOG=warn \
+                exec taskset -c 1 "$ALBATROSS" --threads 1 --config albatross.toml) 2>>"$logf" >&2 & ;;
         *) log "unknown target $t"; exit 2 ;;
     esac
     PROXY_PID=$!

@@ -19,6 +19,10 @@ struct Cli {
     /// Config file (TOML). Without it albatross runs on its embedded default.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// Worker threads (default: one per CPU). With 1, everything runs on a single
+    /// thread, the cheapest setup for a proxy pinned to one core.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -64,10 +68,16 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = match cli.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(usize::from(n));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("albatross: cannot start the async runtime: {e}");
