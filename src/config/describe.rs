@@ -41,6 +41,7 @@ fn write_config(out: &mut String, c: &Config) -> std::fmt::Result {
             lb.drop_invalid_header_fields.to_string(),
         ),
         ("desync_mitigation_mode", desync.to_string()),
+        ("http2_enabled", lb.http2_enabled.to_string()),
         ("client_keep_alive", dur(lb.client_keep_alive)),
         ("tls_handshake_timeout", dur(lb.tls_handshake_timeout)),
         ("header_read_timeout", dur(lb.header_read_timeout)),

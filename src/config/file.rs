@@ -46,6 +46,8 @@ pub struct LoadBalancerConfig {
     pub drop_invalid_header_fields: Option<bool>,
     /// `monitor` | `defensive` (default) | `strictest`.
     pub desync_mitigation_mode: Option<Spanned<String>>,
+    /// ALB's `routing.http2.enabled`: offer HTTP/2 (ALPN `h2`) on HTTPS listeners. Default true.
+    pub http2_enabled: Option<bool>,
     /// Default 3600 s; ALB range 60 s–7 d (shorter accepted with a warning).
     pub client_keep_alive: Option<Spanned<DurationValue>>,
     /// albatross extension, default 10 s.

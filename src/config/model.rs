@@ -43,6 +43,9 @@ pub struct LoadBalancer {
     pub preserve_host_header: bool,
     pub drop_invalid_header_fields: bool,
     pub desync_mitigation_mode: DesyncMitigationMode,
+    /// `http2_enabled` (ALB `routing.http2.enabled`), default true: HTTPS listeners offer
+    /// `h2` by ALPN; requests still reach targets as HTTP/1.1.
+    pub http2_enabled: bool,
     /// `client_keep_alive`, default 3600 s: hard lifetime of a client HTTP connection.
     pub client_keep_alive: Duration,
     /// Time allowed for a client's TLS handshake (not an ALB setting; default 10 s).
@@ -86,6 +89,7 @@ impl Default for LoadBalancer {
             preserve_host_header: false,
             drop_invalid_header_fields: false,
             desync_mitigation_mode: DesyncMitigationMode::Defensive,
+            http2_enabled: true,
             client_keep_alive: Duration::from_secs(3600),
             tls_handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(60),

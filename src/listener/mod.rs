@@ -1,6 +1,7 @@
 //! Listeners turn sockets into byte streams (plain, or TLS after a bounded handshake)
-//! and serve HTTP/1.1 on them with the `proxy` service. A failed handshake or a broken
-//! connection ends only its own task; the accept loop never stops for one.
+//! and serve HTTP/1.1 on them, or HTTP/2 when TLS negotiated `h2`, with the `proxy`
+//! service. A failed handshake or a broken connection ends only its own task; the
+//! accept loop never stops for one.
 
 pub mod tls;
 
@@ -8,15 +9,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use crate::proxy::{self, ListenerContext};
+use crate::proxy::client_io::{ClientIo, ConnState};
+use crate::proxy::{self, head, ListenerContext};
+
+/// ALB serves up to 128 concurrent streams on one HTTP/2 connection.
+const MAX_CONCURRENT_STREAMS: u32 = 128;
 
 /// Accept connections until shutdown begins. Each connection runs in its own tracked task.
 pub async fn run_accept_loop(
@@ -64,11 +69,14 @@ async fn handle_connection(
 ) {
     let _ = stream.set_nodelay(true);
     match tls {
-        None => serve(stream, peer, ctx).await,
+        None => serve_http1(stream, peer, ctx).await,
         Some(acceptor) => {
             let timeout = ctx.runtime.config.load_balancer.tls_handshake_timeout;
             match tls::accept(&acceptor, stream, timeout).await {
-                Ok(tls_stream) => serve(tls_stream, peer, ctx).await,
+                Ok(tls_stream) if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                    serve_http2(tls_stream, peer, ctx).await
+                }
+                Ok(tls_stream) => serve_http1(tls_stream, peer, ctx).await,
                 Err(e) => tracing::debug!("{e}"),
             }
         }
@@ -76,19 +84,27 @@ async fn handle_connection(
 }
 
 /// Serve HTTP/1.1 (with upgrades) on one client connection until it closes, or until
-/// shutdown asks it to finish its current request.
-async fn serve<S>(io: S, peer: SocketAddr, ctx: Arc<ListenerContext>)
+/// shutdown asks it to finish its current request. Request heads are read through
+/// [`ClientIo`], which applies ALB's limits, idle timeout and desync verdicts.
+async fn serve_http1<S>(io: S, peer: SocketAddr, ctx: Arc<ListenerContext>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let shutdown = ctx.runtime.shutdown.clone();
     let lb = &ctx.runtime.config.load_balancer;
-    let header_read_timeout = lb.header_read_timeout.min(lb.idle_timeout);
+    let idle = lb.header_read_timeout.min(lb.idle_timeout);
+    let conn_state = Arc::new(ConnState::default());
+    let io = ClientIo::new(io, conn_state.clone(), lb.desync_mitigation_mode, idle);
     let svc_ctx = ctx.clone();
-    let service = service_fn(move |req| proxy::handle::<S>(req, svc_ctx.clone(), peer));
+    let service = service_fn(move |req| {
+        proxy::handle_http1::<ClientIo<S>>(req, svc_ctx.clone(), peer, conn_state.clone())
+    });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
+        // ClientIo measures idle time and head sizes; hyper's own limits sit above ALB's.
+        .header_read_timeout(None)
+        .max_buf_size(head::MAX_HEAD * 2)
+        .max_headers(head::MAX_HEADERS)
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
@@ -105,5 +121,36 @@ where
     };
     if let Err(e) = result {
         tracing::debug!("Client connection ended with an error: {e}.");
+    }
+}
+
+/// Serve HTTP/2 (negotiated by ALPN on an HTTPS listener). Requests reach targets as
+/// HTTP/1.1. Extended CONNECT (RFC 8441) is not offered, so browsers open WebSockets on
+/// a separate HTTP/1.1 connection, as they do with ALB.
+async fn serve_http2<S>(io: S, peer: SocketAddr, ctx: Arc<ListenerContext>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let shutdown = ctx.runtime.shutdown.clone();
+    let svc_ctx = ctx.clone();
+    let service = service_fn(move |req| proxy::handle::<S>(req, svc_ctx.clone(), peer));
+    let conn = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(head::MAX_HEAD as u32)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.stop_accepting.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = shutdown.close_all.cancelled() => Ok(()),
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!("HTTP/2 client connection ended with an error: {e}.");
     }
 }

@@ -16,6 +16,14 @@ pub enum ElbError {
     BadRequest,
     /// TRACE (405).
     MethodNotAllowed,
+    /// The client opened a connection or began a request head and then sent nothing
+    /// for the idle timeout (408).
+    RequestTimeout,
+    /// The request line is longer than 16 K (414).
+    UriTooLong,
+    /// An HTTP version other than 1.0/1.1 on an HTTP/1 connection, e.g. the HTTP/2
+    /// preface on a connection that did not negotiate `h2` (505).
+    VersionNotSupported,
     /// Unsupported `Transfer-Encoding` (501).
     NotImplemented,
     /// The target refused, reset, or answered something malformed (502).
@@ -33,6 +41,9 @@ impl ElbError {
         match self {
             ElbError::BadRequest => 400,
             ElbError::MethodNotAllowed => 405,
+            ElbError::RequestTimeout => 408,
+            ElbError::UriTooLong => 414,
+            ElbError::VersionNotSupported => 505,
             ElbError::NotImplemented => 501,
             ElbError::BadGateway => 502,
             ElbError::NoTargets => 503,

@@ -78,6 +78,21 @@ fn classify(e: hyper_util::client::legacy::Error) -> TargetError {
         }
         return TargetError::Connect(std::io::Error::other(e.to_string()));
     }
+    let mut source = e.source();
+    while let Some(s) = source {
+        if s.downcast_ref::<hyper::Error>()
+            .is_some_and(|h| h.is_incomplete_message() || h.is_canceled())
+        {
+            // The classic keep-alive race: ALB answers 502 and so do we (no retry).
+            return TargetError::Exchange(
+                "the target closed the connection as the request was sent on it; when this \
+                 happens on reused connections, the target's keep-alive timeout is shorter \
+                 than the load balancer's idle timeout"
+                    .to_string(),
+            );
+        }
+        source = s.source();
+    }
     let mut msg = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

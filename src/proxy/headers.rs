@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, TE, TRAILER, UPGRADE};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, TE, TRAILER, UPGRADE,
+};
 
 use crate::config::model::{Protocol, XffMode};
 
@@ -12,6 +14,10 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 pub static X_AMZN_TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
+/// Internal marker between the desync verdict and [`Forwarded::apply`]: send
+/// `Connection: close` so the target connection is not reused. Never leaves the process.
+pub static X_ALBATROSS_CLOSE_TARGET: HeaderName =
+    HeaderName::from_static("x-albatross-close-target");
 
 /// ALB answers 463 when X-Forwarded-For already holds more than this many addresses.
 pub const MAX_XFF_ENTRIES: usize = 30;
@@ -71,6 +77,38 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// ALB's `drop_invalid_header_fields`: remove headers whose names are not `[-A-Za-z0-9]+`.
+pub fn drop_invalid_header_fields(headers: &mut HeaderMap) {
+    let is_valid = |n: &HeaderName| {
+        n.as_str()
+            .bytes()
+            .all(|b| b == b'-' || b.is_ascii_alphanumeric())
+    };
+    if headers.keys().all(is_valid) {
+        return;
+    }
+    let invalid: Vec<HeaderName> = headers.keys().filter(|n| !is_valid(n)).cloned().collect();
+    for name in invalid {
+        tracing::debug!(header = %name, "Dropped an invalid header field.");
+        headers.remove(name);
+    }
+}
+
+/// HTTP/2 requests carry the host in `:authority`; targets speak HTTP/1.1 and need a
+/// `Host` header, which ALB writes from it.
+pub fn host_from_authority<B>(req: &mut http::Request<B>) {
+    if req.headers().contains_key(HOST) {
+        return;
+    }
+    let value = req
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    if let Some(v) = value {
+        req.headers_mut().insert(HOST, v);
+    }
+}
+
 /// Count the addresses in every X-Forwarded-For header.
 pub fn xff_entries(headers: &HeaderMap) -> usize {
     headers
@@ -100,6 +138,13 @@ impl Forwarded {
     /// Apply X-Forwarded-For/-Proto/-Port, the Host rule and the trace id.
     /// `authority` is the absolute-form URI's authority, when the request line had one.
     pub fn apply(&self, headers: &mut HeaderMap, authority: Option<&str>) {
+        if headers.remove(&X_ALBATROSS_CLOSE_TARGET).is_some() && !headers.contains_key(CONNECTION)
+        {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        // The load balancer answered `100 Continue` itself (hyper does, as soon as the
+        // body is read for forwarding); the target must not wait for its own.
+        headers.remove(EXPECT);
         self.apply_xff(headers);
         headers.insert(
             X_FORWARDED_PROTO.clone(),

@@ -4,8 +4,11 @@
 //! (`upgrade`). Errors become ALB's status codes in `error`.
 
 pub mod actions;
+pub mod client_io;
+pub mod desync;
 pub mod error;
 pub mod forward;
+pub mod head;
 pub mod headers;
 pub mod upgrade;
 
@@ -14,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::header::HeaderValue;
 use http::{Method, Request, Response};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -51,6 +55,9 @@ impl Runtime {
         connector.enforce_http(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(lb.idle_timeout)
+            // ALB does not resend a request that met a connection the target had just
+            // closed: the client gets a 502 (see forward::classify).
+            .retry_canceled_requests(false)
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(connector);
         Runtime {
@@ -71,16 +78,95 @@ pub struct ListenerContext {
     pub port: u16,
 }
 
-/// Handle one request on a client connection whose stream type is `S`.
+/// Handle one request on a client connection whose stream type is `S` (HTTP/2 streams,
+/// and HTTP/1 connections whose heads were not read by [`client_io::ClientIo`]).
 pub async fn handle<S>(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     ctx: Arc<ListenerContext>,
     client: SocketAddr,
 ) -> Result<Response<ProxyBody>, Infallible>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    Ok(respond::<S>(req, &ctx, client).await)
+    req.extensions_mut()
+        .insert(desync::Classification::COMPLIANT);
+    let waiting = ClientWaiting::new(client);
+    let resp = respond::<S>(req, &ctx, client).await;
+    waiting.answered();
+    Ok(resp)
+}
+
+/// Handle one request of an HTTP/1 connection read through [`client_io::ClientIo`]:
+/// apply the verdict its head got (ALB's error page, or close after the response).
+pub async fn handle_http1<S>(
+    mut req: Request<Incoming>,
+    ctx: Arc<ListenerContext>,
+    client: SocketAddr,
+    conn: Arc<client_io::ConnState>,
+) -> Result<Response<ProxyBody>, Infallible>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (verdict, _in_flight) = conn.next_verdict();
+    let close_after = match verdict.action {
+        head::HeadAction::Reject(e) => {
+            let mut resp = elb(e);
+            resp.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            return Ok(resp);
+        }
+        head::HeadAction::Serve { close_after } => close_after,
+    };
+    req.extensions_mut().insert(verdict.classification);
+    req.headers_mut().remove(&headers::X_ALBATROSS_CLOSE_TARGET);
+    if close_after {
+        // Desync `Ambiguous` in defensive mode: the target connection is not reused
+        // (headers::Forwarded::apply turns this into `Connection: close`).
+        req.headers_mut().insert(
+            headers::X_ALBATROSS_CLOSE_TARGET.clone(),
+            HeaderValue::from_static("1"),
+        );
+    }
+    let waiting = ClientWaiting::new(client);
+    let mut resp = respond::<S>(req, &ctx, client).await;
+    waiting.answered();
+    if close_after {
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(resp)
+}
+
+/// Notices a client that goes away before its response: ALB records such a request
+/// as 460 in the access log and sends nothing.
+struct ClientWaiting {
+    client: SocketAddr,
+    answered: bool,
+}
+
+impl ClientWaiting {
+    fn new(client: SocketAddr) -> ClientWaiting {
+        ClientWaiting {
+            client,
+            answered: false,
+        }
+    }
+
+    fn answered(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for ClientWaiting {
+    fn drop(&mut self) {
+        if !self.answered {
+            tracing::info!(
+                client = %self.client,
+                elb_status_code = 460,
+                "The client closed the connection before the load balancer answered (460)."
+            );
+        }
+    }
 }
 
 async fn respond<S>(
@@ -96,6 +182,13 @@ where
     }
     if xff_entries(req.headers()) > MAX_XFF_ENTRIES {
         return elb(ElbError::TooManyForwardedFor);
+    }
+    let mut req = req;
+    if ctx.runtime.config.load_balancer.drop_invalid_header_fields {
+        headers::drop_invalid_header_fields(req.headers_mut());
+    }
+    if req.version() == http::Version::HTTP_2 {
+        headers::host_from_authority(&mut req);
     }
     let (parts, body) = req.into_parts();
     let matched = ctx.router.route(&parts, client.ip());

@@ -626,3 +626,40 @@ impl std::io::Write for CaptureWriter {
         Ok(())
     }
 }
+
+/// A keep-alive target that answers every request with `200` and `name` as the body,
+/// so a test can tell which target (or target group) served it. Unlike [`id_target`]
+/// it answers upgrades with a plain 200 too.
+pub async fn named_target(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                while read_head(&mut s).await.is_some() {
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{name}",
+                        name.len()
+                    );
+                    if s.write_all(resp.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The body of a response read by [`read_response`] or [`raw_exchange`].
+pub fn body_of(resp: &str) -> &str {
+    resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")
+}
+
+/// The status code of a raw response (0 when there is none).
+pub fn status_of(resp: &str) -> u16 {
+    resp.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}

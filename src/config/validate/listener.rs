@@ -21,10 +21,11 @@ pub(super) fn listeners(
     cx: &mut Cx<'_>,
     listeners: &[Spanned<ListenerConfig>],
     ids: &TargetGroupNames,
+    http2: bool,
 ) -> Vec<Option<Listener>> {
     listeners
         .iter()
-        .map(|l| listener(cx, l.get_ref(), ids))
+        .map(|l| listener(cx, l.get_ref(), ids, http2))
         .collect()
 }
 
@@ -37,7 +38,12 @@ pub(super) fn protocol(cx: &mut Cx<'_>, value: &Spanned<String>, key: &str) -> O
     )
 }
 
-fn listener(cx: &mut Cx<'_>, l: &ListenerConfig, ids: &TargetGroupNames) -> Option<Listener> {
+fn listener(
+    cx: &mut Cx<'_>,
+    l: &ListenerConfig,
+    ids: &TargetGroupNames,
+    http2: bool,
+) -> Option<Listener> {
     let address = match &l.address {
         None => Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
         Some(a) => match a.get_ref().parse::<IpAddr>() {
@@ -58,7 +64,7 @@ fn listener(cx: &mut Cx<'_>, l: &ListenerConfig, ids: &TargetGroupNames) -> Opti
     let protocol = protocol(cx, &l.protocol, "protocol");
 
     let tls = match protocol {
-        Some(Protocol::Https) => Some(tls_settings(cx, l)),
+        Some(Protocol::Https) => Some(tls_settings(cx, l, http2)),
         Some(Protocol::Http) => {
             if let Some(p) = &l.ssl_policy {
                 cx.error(p.span(), "`ssl_policy` applies only to HTTPS listeners");
@@ -119,7 +125,8 @@ fn listener(cx: &mut Cx<'_>, l: &ListenerConfig, ids: &TargetGroupNames) -> Opti
 }
 
 /// Certificates and policy of an HTTPS listener, loaded into a rustls server config.
-fn tls_settings(cx: &mut Cx<'_>, l: &ListenerConfig) -> Option<Tls> {
+/// `http2` (the load balancer's `http2_enabled`) decides whether ALPN offers `h2`.
+fn tls_settings(cx: &mut Cx<'_>, l: &ListenerConfig, http2: bool) -> Option<Tls> {
     let ssl_policy = l
         .ssl_policy
         .as_ref()
@@ -156,7 +163,12 @@ fn tls_settings(cx: &mut Cx<'_>, l: &ListenerConfig) -> Option<Tls> {
     if !ok {
         return None;
     }
-    match tls::server_config(keys, &ssl_policy) {
+    let alpn = if http2 {
+        tls::ALPN_H2_HTTP1
+    } else {
+        tls::ALPN_HTTP1
+    };
+    match tls::server_config_with_alpn(keys, &ssl_policy, alpn) {
         Ok(server_config) => Some(Tls {
             ssl_policy,
             certificates: files,

@@ -296,7 +296,8 @@ fn build(cx: &mut Cx<'_>, read: Read) -> Option<Config> {
         ids,
         unreadable: read.unreadable_target_groups,
     };
-    let listeners = listener::listeners(cx, &file.listener, &ids);
+    let http2 = load_balancer.as_ref().is_none_or(|lb| lb.http2_enabled);
+    let listeners = listener::listeners(cx, &file.listener, &ids, http2);
     let backends: Vec<Option<Backend>> = file.backend.iter().map(|b| backend(cx, b)).collect();
     // Bind conflicts are checked on every address that parses, even when other parts of
     // its table are wrong.
@@ -444,6 +445,7 @@ fn load_balancer(cx: &mut Cx<'_>, lb: LoadBalancerConfig) -> Option<LoadBalancer
             .drop_invalid_header_fields
             .unwrap_or(d.drop_invalid_header_fields),
         desync_mitigation_mode: desync?,
+        http2_enabled: lb.http2_enabled.unwrap_or(d.http2_enabled),
         client_keep_alive: keep_alive?,
         tls_handshake_timeout: tls?,
         header_read_timeout: header?,

@@ -1,0 +1,453 @@
+//! The client side of an HTTP/1 connection as hyper reads it: every request head passes
+//! through [`head::assess`] before hyper sees a byte of it, so ALB's limits, desync
+//! verdicts and error pages apply even to requests hyper itself would refuse with a bare
+//! `400`. Bodies are only measured (to find the next head), never buffered.
+//!
+//! A rejected head never reaches hyper. In its place hyper reads a small well-formed
+//! stand-in request, and the service, which takes verdicts in order from [`ConnState`],
+//! answers it with ALB's page and `Connection: close`. Reading then stops, so nothing
+//! after the bad head is ever interpreted.
+//!
+//! Idle time is measured here too: no byte either way for the idle timeout while
+//! waiting for a head → `408` when the connection has not sent a request yet or sent
+//! part of a head, else a quiet close (a kept-alive connection going idle).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use super::desync::Classification;
+use super::error::ElbError;
+use super::head::{self, Framing, HeadAction};
+use crate::config::model::DesyncMitigationMode;
+
+/// The request hyper reads in place of a rejected head.
+const STAND_IN: &[u8] = b"GET / HTTP/1.1\r\nhost: rejected.invalid\r\n\r\n";
+
+/// The verdict about one head, taken by the service in request order.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadVerdict {
+    pub classification: Classification,
+    pub action: HeadAction,
+}
+
+/// What the reader and the service of one connection share.
+#[derive(Debug, Default)]
+pub struct ConnState {
+    verdicts: Mutex<VecDeque<HeadVerdict>>,
+    in_flight: AtomicUsize,
+}
+
+impl ConnState {
+    /// The verdict for the next request hyper hands the service (compliant when the
+    /// reader did not see it, e.g. after a refused upgrade).
+    pub fn next_verdict(self: &Arc<Self>) -> (HeadVerdict, InFlight) {
+        let v = self
+            .verdicts
+            .lock()
+            .ok()
+            .and_then(|mut q| q.pop_front())
+            .unwrap_or(HeadVerdict {
+                classification: Classification::COMPLIANT,
+                action: HeadAction::Serve { close_after: false },
+            });
+        (v, InFlight(self.clone()))
+    }
+
+    fn push(&self, v: HeadVerdict) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut q) = self.verdicts.lock() {
+            q.push_back(v);
+        }
+    }
+}
+
+/// Held while the service works on a request; the idle timer does not close the
+/// connection under a request in flight.
+pub struct InFlight(Arc<ConnState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+enum ReadState {
+    /// Waiting for (the rest of) a request head.
+    Head,
+    /// Inside a body of this many remaining bytes.
+    Length(u64),
+    Chunked(Chunk),
+    /// After an upgrade or CONNECT, or a body we could not follow: bytes pass as they are.
+    Passthrough,
+    /// A head was rejected: hyper gets nothing more.
+    Rejected,
+    /// The client closed its side.
+    Eof,
+}
+
+/// A chunked body, followed only far enough to find where it ends.
+#[derive(Clone, Copy)]
+enum Chunk {
+    Size { size: u64, in_ext: bool },
+    Data(u64),
+    DataEnd,
+    TrailerStart,
+    TrailerLine,
+    End,
+}
+
+/// The client stream as hyper sees it.
+pub struct ClientIo<S> {
+    inner: S,
+    /// Received, not yet assessed.
+    pending: BytesMut,
+    /// Assessed, for hyper.
+    ready: Bytes,
+    state: ReadState,
+    conn: Arc<ConnState>,
+    mode: DesyncMitigationMode,
+    idle_timeout: Duration,
+    deadline: Pin<Box<Sleep>>,
+    heads: u64,
+    scan: head::HeadScan,
+}
+
+impl<S> ClientIo<S> {
+    pub fn new(
+        inner: S,
+        conn: Arc<ConnState>,
+        mode: DesyncMitigationMode,
+        idle_timeout: Duration,
+    ) -> ClientIo<S> {
+        ClientIo {
+            inner,
+            pending: BytesMut::new(),
+            ready: Bytes::new(),
+            state: ReadState::Head,
+            conn,
+            mode,
+            idle_timeout,
+            deadline: Box::pin(tokio::time::sleep(idle_timeout)),
+            heads: 0,
+            scan: head::HeadScan::default(),
+        }
+    }
+
+    fn touch(&mut self) {
+        let at = Instant::now() + self.idle_timeout;
+        self.deadline.as_mut().reset(at);
+    }
+
+    fn reject(&mut self, e: ElbError, classification: Classification) {
+        tracing::info!(
+            status = e.status(),
+            classification = classification.class_field(),
+            classification_reason = %classification.reason_field(),
+            "Rejected a request head with {}.",
+            e.status()
+        );
+        self.conn.push(HeadVerdict {
+            classification,
+            action: HeadAction::Reject(e),
+        });
+        self.pending.clear();
+        self.ready = Bytes::from_static(STAND_IN);
+        self.state = ReadState::Rejected;
+    }
+
+    /// Move what can be decided from `pending` to `ready`. Returns false when more
+    /// input is needed.
+    fn advance(&mut self) -> bool {
+        match &mut self.state {
+            ReadState::Head => {
+                // Empty lines before a request line are ignored (RFC 9112 §2.2).
+                if self.scan.is_fresh() {
+                    let blank = self
+                        .pending
+                        .iter()
+                        .take_while(|&&b| b == b'\r' || b == b'\n')
+                        .count();
+                    self.pending.advance(blank);
+                }
+                let end = match self.scan.scan(&self.pending) {
+                    Ok(Some(end)) => end,
+                    Ok(None) => return false,
+                    Err(e) => {
+                        let c = super::desync::classify(&self.pending);
+                        self.reject(e, c);
+                        return true;
+                    }
+                };
+                let received = self.pending.split_to(end).freeze();
+                let a = head::assess(&received, self.mode);
+                self.heads += 1;
+                if let HeadAction::Reject(e) = a.action {
+                    self.reject(e, a.classification);
+                    return true;
+                }
+                if !a.classification.is_compliant() {
+                    tracing::info!(
+                        classification = a.classification.class_field(),
+                        classification_reason = %a.classification.reason_field(),
+                        "A non-compliant request was let through by desync mitigation."
+                    );
+                }
+                self.conn.push(HeadVerdict {
+                    classification: a.classification,
+                    action: a.action,
+                });
+                self.ready = match a.rewritten {
+                    Some(v) => Bytes::from(v),
+                    None => received,
+                };
+                self.state = match a.framing {
+                    Framing::Length(0) => ReadState::Head,
+                    Framing::Length(n) => ReadState::Length(n),
+                    Framing::Chunked => ReadState::Chunked(Chunk::Size {
+                        size: 0,
+                        in_ext: false,
+                    }),
+                    Framing::Tunnel => ReadState::Passthrough,
+                };
+                true
+            }
+            ReadState::Length(left) => {
+                if self.pending.is_empty() {
+                    return false;
+                }
+                let n = (*left).min(self.pending.len() as u64) as usize;
+                *left -= n as u64;
+                if *left == 0 {
+                    self.state = ReadState::Head;
+                }
+                self.ready = self.pending.split_to(n).freeze();
+                true
+            }
+            ReadState::Chunked(chunk) => {
+                if self.pending.is_empty() {
+                    return false;
+                }
+                let (used, next) = follow_chunks(*chunk, &self.pending);
+                self.state = match next {
+                    Some(Chunk::End) => ReadState::Head,
+                    Some(c) => ReadState::Chunked(c),
+                    // Malformed framing: hyper will refuse it; stop interpreting.
+                    None => ReadState::Passthrough,
+                };
+                self.ready = self.pending.split_to(used).freeze();
+                true
+            }
+            ReadState::Passthrough => {
+                if self.pending.is_empty() {
+                    return false;
+                }
+                self.ready = self.pending.split().freeze();
+                true
+            }
+            ReadState::Rejected | ReadState::Eof => false,
+        }
+    }
+}
+
+/// Walk chunked framing over `buf` from state `c`: bytes used and the state after them
+/// (`None` when the framing is malformed).
+fn follow_chunks(mut c: Chunk, buf: &[u8]) -> (usize, Option<Chunk>) {
+    let mut i = 0;
+    while i < buf.len() {
+        let b = buf[i];
+        c = match c {
+            Chunk::Size { size, in_ext } => match b {
+                b'\n' if size == 0 => Chunk::TrailerStart,
+                b'\n' => Chunk::Data(size),
+                b'\r' => Chunk::Size { size, in_ext },
+                _ if in_ext => c,
+                b';' | b' ' | b'\t' => Chunk::Size { size, in_ext: true },
+                _ => match (b as char).to_digit(16) {
+                    Some(d) if size >> 59 == 0 => Chunk::Size {
+                        size: size * 16 + u64::from(d),
+                        in_ext,
+                    },
+                    _ => return (i, None),
+                },
+            },
+            Chunk::Data(n) => {
+                let take = n.min((buf.len() - i) as u64) as usize;
+                i += take;
+                c = if take as u64 == n {
+                    Chunk::DataEnd
+                } else {
+                    Chunk::Data(n - take as u64)
+                };
+                continue;
+            }
+            Chunk::DataEnd => match b {
+                b'\r' => Chunk::DataEnd,
+                b'\n' => Chunk::Size {
+                    size: 0,
+                    in_ext: false,
+                },
+                _ => return (i, None),
+            },
+            Chunk::TrailerStart => match b {
+                b'\r' => Chunk::TrailerStart,
+                b'\n' => {
+                    i += 1;
+                    return (i, Some(Chunk::End));
+                }
+                _ => Chunk::TrailerLine,
+            },
+            Chunk::TrailerLine => match b {
+                b'\n' => Chunk::TrailerStart,
+                _ => Chunk::TrailerLine,
+            },
+            Chunk::End => return (i, Some(Chunk::End)),
+        };
+        i += 1;
+    }
+    (i, Some(c))
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if !this.ready.is_empty() {
+                let n = this.ready.len().min(buf.remaining());
+                buf.put_slice(&this.ready[..n]);
+                this.ready.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            if this.advance() {
+                continue;
+            }
+            match this.state {
+                ReadState::Rejected => return Poll::Pending,
+                ReadState::Eof => return Poll::Ready(Ok(())),
+                _ => {}
+            }
+            let mut chunk = [0u8; 8192];
+            let mut rb = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                    // The client closed its side: hand hyper what is left, then EOF.
+                    this.ready = this.pending.split().freeze();
+                    this.state = ReadState::Eof;
+                }
+                Poll::Ready(Ok(())) => {
+                    this.pending.extend_from_slice(rb.filled());
+                    this.touch();
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    if !matches!(this.state, ReadState::Head) {
+                        return Poll::Pending;
+                    }
+                    if this.deadline.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    if this.conn.in_flight.load(Ordering::Relaxed) > 0 {
+                        // A slow target is not the client's idleness.
+                        this.touch();
+                        let _ = this.deadline.as_mut().poll(cx);
+                        return Poll::Pending;
+                    }
+                    if this.heads == 0 || !this.pending.is_empty() {
+                        let c = super::desync::classify(&this.pending);
+                        this.reject(ElbError::RequestTimeout, c);
+                    } else {
+                        tracing::debug!(
+                            "Closing a kept-alive client connection idle for the idle timeout."
+                        );
+                        this.state = ReadState::Eof;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_framing_finds_the_end() {
+        let body = b"5;ext=1\r\nhello\r\n0\r\nTrailer: x\r\n\r\nGET /next";
+        let start = Chunk::Size {
+            size: 0,
+            in_ext: false,
+        };
+        let (used, next) = follow_chunks(start, body);
+        assert!(matches!(next, Some(Chunk::End)));
+        assert_eq!(&body[used..], b"GET /next");
+
+        // Byte by byte gives the same answer.
+        let mut c = start;
+        let mut total = 0;
+        for b in body.chunks(1) {
+            let (used, next) = follow_chunks(c, b);
+            total += used;
+            c = next.unwrap();
+            if matches!(c, Chunk::End) {
+                break;
+            }
+        }
+        assert_eq!(total, used);
+
+        assert!(follow_chunks(start, b"zz\r\n").1.is_none());
+    }
+}

@@ -1,0 +1,126 @@
+//! HTTP/2 toward clients on HTTPS listeners (ALPN `h2`), forwarded to targets as
+//! HTTP/1.1; no extended CONNECT, so WebSockets stay on HTTP/1.1 connections.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use fastwebsockets::FragmentCollector;
+use rustls::pki_types::ServerName;
+use support::*;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+fn config(
+    cert: &(std::path::PathBuf, std::path::PathBuf, Vec<u8>),
+    lb: &str,
+    app: SocketAddr,
+    ws: SocketAddr,
+) -> String {
+    format!(
+        r#"
+[load_balancer]
+{lb}
+
+[[listener]]
+address = "127.0.0.1"
+port = 0
+protocol = "HTTPS"
+certificates = [ {{ cert = "{}", key = "{}" }} ]
+default_action = {{ type = "forward", target_group = "app" }}
+
+[[listener.rule]]
+priority = 1
+conditions = [ {{ path_pattern = ["/ws"] }} ]
+action = {{ type = "forward", target_group = "ws" }}
+
+[[target_group]]
+name = "app"
+targets = [ "{app}" ]
+
+[[target_group]]
+name = "ws"
+targets = [ "{ws}" ]
+"#,
+        cert.0.display(),
+        cert.1.display()
+    )
+}
+
+async fn connect(pki: &Pki, addr: SocketAddr, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+    let connector = TlsConnector::from(pki.client_config(alpn));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    within("TLS handshake", connector.connect(name, tcp))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn h2_is_negotiated_and_forwarded_as_http11_without_extended_connect() {
+    let pki = Pki::new();
+    let cert = pki.leaf("localhost", &["localhost"]);
+    let app = echo_head_target().await;
+    let backend = start_backend("ws-1", None, None).await;
+    let proxy = start_proxy(&pki, &config(&cert, "", app, backend.addr)).await;
+    let addr = proxy.listener_addr(0);
+
+    let tls = connect(&pki, addr, &[b"h2", b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut client, conn) = within("h2 handshake", h2::client::handshake(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+
+    let req = http::Request::builder()
+        .method("GET")
+        .uri("https://Localhost/page?q=1")
+        .body(())
+        .unwrap();
+    let (resp, _) = client.send_request(req, true).unwrap();
+    let resp = within("h2 response", resp).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut head = Vec::new();
+    while let Some(chunk) = within("h2 body", body.data()).await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        head.extend_from_slice(&chunk);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("get /page?q=1 http/1.1\r\n"), "{head}");
+    assert!(
+        head.contains(&format!("\r\nhost: localhost:{}\r\n", addr.port())),
+        "{head}"
+    );
+    assert!(head.contains("\r\nx-forwarded-proto: https\r\n"), "{head}");
+
+    // The server's SETTINGS did not enable RFC 8441, so a browser will not try a
+    // WebSocket over this connection.
+    assert!(!client.is_extended_connect_protocol_enabled());
+
+    // On the same listener, an HTTP/1.1 client upgrades to a WebSocket as usual.
+    let tls = connect(&pki, addr, &[b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let mut ws = FragmentCollector::new(ws_handshake(tls, "localhost", "/ws?user=u7").await);
+    let hello = next_json(&mut ws).await;
+    assert_eq!(hello["backend"], "ws-1");
+    assert_eq!(hello["user"], "u7");
+}
+
+#[tokio::test]
+async fn http2_enabled_false_offers_only_http11() {
+    let pki = Pki::new();
+    let cert = pki.leaf("localhost", &["localhost"]);
+    let app = echo_head_target().await;
+    let proxy = start_proxy(&pki, &config(&cert, "http2_enabled = false", app, app)).await;
+    let tls = connect(&pki, proxy.listener_addr(0), &[b"h2", b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    // An HTTP/2 preface on that HTTP/1.1 connection gets 505.
+    let resp = raw_exchange(tls, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+    assert!(
+        resp.starts_with("HTTP/1.1 505 HTTP Version Not Supported\r\n"),
+        "{resp}"
+    );
+}
