@@ -2,6 +2,7 @@
 //! relay the response and hand both raw connections to `tunnel::splice`; on anything
 //! else relay the answer as an ordinary response.
 
+use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -114,6 +115,8 @@ where
 
 /// Recover the raw streams (and bytes hyper already read past the heads) so the tunnel
 /// holds no HTTP state; fall back to the upgraded wrappers if a downcast fails.
+/// A plaintext TCP client with a TCP target takes the zero-copy `tunnel::splice_tcp`;
+/// everything else (TLS clients) the buffered `tunnel::splice`.
 async fn splice_upgraded<S>(
     client: Upgraded,
     target: Upgraded,
@@ -123,13 +126,45 @@ async fn splice_upgraded<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (client, client_prefix) = match client.downcast::<TokioIo<S>>() {
-        Ok(parts) => (Either::Left(parts.io.into_inner()), parts.read_buf),
-        Err(upgraded) => (Either::Right(TokioIo::new(upgraded)), Bytes::new()),
-    };
-    let (target, target_prefix) = match target.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => (Either::Left(parts.io.into_inner()), parts.read_buf),
-        Err(upgraded) => (Either::Right(TokioIo::new(upgraded)), Bytes::new()),
+    let client = client
+        .downcast::<TokioIo<S>>()
+        .map(|parts| (parts.io.into_inner(), parts.read_buf));
+    let target = target
+        .downcast::<TokioIo<TcpStream>>()
+        .map(|parts| (parts.io.into_inner(), parts.read_buf));
+    let (client, client_prefix, target, target_prefix) = match (client, target) {
+        (Ok((client, client_prefix)), Ok((target, target_prefix))) => {
+            match downcast_owned::<S, TcpStream>(client) {
+                Ok(client) => {
+                    return tunnel::splice_tcp(
+                        client,
+                        client_prefix,
+                        target,
+                        target_prefix,
+                        idle_timeout,
+                        cancel,
+                    )
+                    .await;
+                }
+                Err(client) => (
+                    Either::Left(client),
+                    client_prefix,
+                    Either::Left(target),
+                    target_prefix,
+                ),
+            }
+        }
+        (client, target) => {
+            let (client, client_prefix) = match client {
+                Ok((client, prefix)) => (Either::Left(client), prefix),
+                Err(upgraded) => (Either::Right(TokioIo::new(upgraded)), Bytes::new()),
+            };
+            let (target, target_prefix) = match target {
+                Ok((target, prefix)) => (Either::Left(target), prefix),
+                Err(upgraded) => (Either::Right(TokioIo::new(upgraded)), Bytes::new()),
+            };
+            (client, client_prefix, target, target_prefix)
+        }
     };
     tunnel::splice(
         client,
@@ -140,6 +175,15 @@ where
         cancel,
     )
     .await
+}
+
+/// `value` as a `U` if `T` is `U`, without boxing; otherwise `value` back.
+fn downcast_owned<T: 'static, U: 'static>(value: T) -> Result<U, T> {
+    let mut slot = Some(value);
+    match (&mut slot as &mut dyn Any).downcast_mut::<Option<U>>() {
+        Some(u) => Ok(u.take().expect("slot was just filled")),
+        None => Err(slot.expect("slot was not taken")),
+    }
 }
 
 fn describe_end(end: tunnel::TunnelEnd) -> String {
