@@ -3,7 +3,10 @@
 //! Opens N loopback tunnels in-process, pushes one byte each way through every
 //! tunnel (so each has borrowed and returned a copy buffer), lets them go idle
 //! and reports the live heap per tunnel, as counted by a global allocator. For
-//! contrast it then does the same with `tokio::io::copy_bidirectional`.
+//! contrast it then does the same with `tokio::io::copy_bidirectional`. The
+//! spliced path (`tunnel::splice_tcp`) is measured the same way; for each it
+//! also prints the descriptors open beyond the sockets (pipes an idle tunnel
+//! would still hold).
 //!
 //! Run: `cargo bench --bench idle_tunnels [-- N]` (default N = 2000; each
 //! tunnel uses four sockets).
@@ -13,7 +16,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
-use albatross::tunnel::{splice, TunnelEnd, TunnelReport};
+use albatross::tunnel::{splice, splice_tcp, TunnelEnd, TunnelReport};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -59,6 +62,11 @@ static ALLOC: Counting = Counting;
 
 fn live() -> isize {
     LIVE.load(Ordering::Relaxed)
+}
+
+/// Descriptors open in this process.
+fn open_fds() -> isize {
+    std::fs::read_dir("/proc/self/fd").map_or(-1, |dir| dir.count() as isize)
 }
 
 /// The test's client end, the proxy's two sockets, and the test's target end.
@@ -117,6 +125,7 @@ where
     let token_bytes = live() - before_tokens;
 
     // Counted from here: the futures, their tasks and whatever they keep.
+    let fds_before = open_fds();
     let before = live();
     let mut futures = Vec::with_capacity(n);
     for (legs, token) in all.into_iter().zip(tokens) {
@@ -130,10 +139,11 @@ where
     }
     ping(&mut ends).await;
     let held = live() - before;
+    let extra_fds = open_fds() - fds_before;
 
     println!(
         "{name}: {n} idle tunnels: {:.0} B heap per tunnel (task + future, future = {future_size} B), \
-         + {:.0} B per child cancellation token",
+         + {:.0} B per child cancellation token; {extra_fds} descriptors beyond the sockets",
         held as f64 / n as f64,
         token_bytes as f64 / n as f64,
     );
@@ -172,6 +182,31 @@ async fn run(n: usize) {
 
     measure("tunnel::splice", &listener, n, |c, t, cancel| {
         splice(
+            c,
+            Bytes::new(),
+            t,
+            Bytes::new(),
+            Duration::from_secs(600),
+            cancel,
+        )
+    })
+    .await;
+
+    // splice(2): warm its per-thread pipe pool the same way.
+    measure("warm-up", &listener, 1, |c, t, cancel| {
+        splice_tcp(
+            c,
+            Bytes::new(),
+            t,
+            Bytes::new(),
+            Duration::from_secs(600),
+            cancel,
+        )
+    })
+    .await;
+
+    measure("tunnel::splice_tcp", &listener, n, |c, t, cancel| {
+        splice_tcp(
             c,
             Bytes::new(),
             t,

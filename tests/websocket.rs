@@ -41,6 +41,7 @@ async fn wss_reaches_both_backends_in_turn() {
 
 #[tokio::test]
 async fn one_mebibyte_message_arrives_intact() {
+    let logs = LogCapture::start();
     let pki = Pki::new();
     let cert = pki.leaf("localhost", &["localhost"]);
     let b = start_backend("big", None, None).await;
@@ -60,6 +61,17 @@ async fn one_mebibyte_message_arrives_intact() {
         echo.payload[..] == payload[..],
         "payload altered in transit"
     );
+
+    // A TLS client is copied through pooled buffers.
+    drop(echo);
+    drop(ws);
+    within("tunnel log line", async {
+        while !logs.text().contains("Tunnel closed") {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(logs.text().contains("path=\"buffered\""), "{}", logs.text());
 }
 
 #[tokio::test]
@@ -182,6 +194,7 @@ async fn backend_pings_keep_the_tunnel_open() {
 
 #[tokio::test]
 async fn half_close_is_passed_on() {
+    let logs = LogCapture::start();
     let pki = Pki::new();
     let cert = pki.leaf("localhost", &["localhost"]);
     let mut target = raw_upgrade_target().await;
@@ -214,6 +227,15 @@ async fn half_close_is_passed_on() {
         .await
         .unwrap();
     assert_eq!(back, b"reply after FIN");
+
+    // A plaintext client and target are spliced with splice(2), not copied.
+    within("tunnel log line", async {
+        while !logs.text().contains("Tunnel closed") {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(logs.text().contains("path=\"splice\""), "{}", logs.text());
 }
 
 #[tokio::test]

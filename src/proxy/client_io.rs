@@ -143,6 +143,12 @@ impl<S> ClientIo<S> {
         }
     }
 
+    /// The raw stream, and the bytes read from it that hyper has not been given, in
+    /// order. After an upgrade the tunnel takes these and no HTTP framing is needed.
+    pub fn into_inner(self) -> (S, Bytes) {
+        (self.inner, join(self.ready, self.pending.freeze()))
+    }
+
     fn touch(&mut self) {
         let at = Instant::now() + self.idle_timeout;
         self.deadline.as_mut().reset(at);
@@ -255,6 +261,20 @@ impl<S> ClientIo<S> {
                 true
             }
             ReadState::Rejected | ReadState::Eof => false,
+        }
+    }
+}
+
+/// `first` then `second`, copying only when both hold bytes.
+pub(crate) fn join(first: Bytes, second: Bytes) -> Bytes {
+    match (first.is_empty(), second.is_empty()) {
+        (_, true) => first,
+        (true, false) => second,
+        (false, false) => {
+            let mut joined = BytesMut::with_capacity(first.len() + second.len());
+            joined.extend_from_slice(&first);
+            joined.extend_from_slice(&second);
+            joined.freeze()
         }
     }
 }

@@ -16,10 +16,12 @@ use tokio::net::TcpStream;
 use tokio_util::either::Either;
 use tracing::Instrument;
 
+use super::client_io::{join, ClientIo};
 use super::headers::{strip_hop_by_hop, Forwarded};
 use super::{ListenerContext, ProxyBody, TargetError};
 use crate::target_group::InFlight;
 use crate::tunnel;
+use tokio_rustls::server::TlsStream;
 
 /// Relay an upgrade request to the target held by `in_flight`; a resulting tunnel keeps
 /// it in flight (outstanding) until it closes. The client connection's stream type is `S`.
@@ -99,11 +101,12 @@ where
                     return;
                 }
             };
-            let report = splice_upgraded::<S>(client, target, idle_timeout, cancel).await;
+            let (report, path) = splice_upgraded::<S>(client, target, idle_timeout, cancel).await;
             let cause = CloseCause::of(report.end, shutting_down.is_cancelled());
             drop(in_flight);
             tracing::info!(
                 cause = cause.as_str(),
+                path,
                 end = ?report.end,
                 client_to_target = report.client_to_target,
                 target_to_client = report.target_to_client,
@@ -121,23 +124,74 @@ where
     ))
 }
 
-/// Recover the raw streams (and bytes hyper already read past the heads) so the tunnel
-/// holds no HTTP state; fall back to the upgraded wrappers if a downcast fails.
+/// Recover the raw streams (and the bytes already read past each head, in order) so
+/// the tunnel holds no HTTP state: no hyper buffers, no `ClientIo` timer or buffers.
+/// A plaintext TCP client with a TCP target takes the zero-copy `tunnel::splice_tcp`;
+/// a TLS client the buffered `tunnel::splice`. Should a downcast ever fail, the
+/// upgraded wrappers are spliced as they are.
 async fn splice_upgraded<S>(
     client: Upgraded,
     target: Upgraded,
     idle_timeout: std::time::Duration,
     cancel: tokio_util::sync::CancellationToken,
-) -> tunnel::TunnelReport
+) -> (tunnel::TunnelReport, &'static str)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (client, client_prefix) = match client.downcast::<TokioIo<S>>() {
-        Ok(parts) => (Either::Left(parts.io.into_inner()), parts.read_buf),
-        Err(upgraded) => (Either::Right(TokioIo::new(upgraded)), Bytes::new()),
+    let target = match target.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => Ok((parts.io.into_inner(), parts.read_buf)),
+        Err(upgraded) => Err(upgraded),
     };
-    let (target, target_prefix) = match target.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => (Either::Left(parts.io.into_inner()), parts.read_buf),
+    let client = match client.downcast::<TokioIo<ClientIo<TcpStream>>>() {
+        Ok(parts) => {
+            let (tcp, unread) = parts.io.into_inner().into_inner();
+            let prefix = join(parts.read_buf, unread);
+            if let Ok((target, target_prefix)) = target {
+                let report =
+                    tunnel::splice_tcp(tcp, prefix, target, target_prefix, idle_timeout, cancel)
+                        .await;
+                return (report, "splice");
+            }
+            let report = splice_any(tcp, prefix, target, idle_timeout, cancel).await;
+            return (report, "buffered");
+        }
+        Err(upgraded) => upgraded,
+    };
+    let client = match client.downcast::<TokioIo<ClientIo<TlsStream<TcpStream>>>>() {
+        Ok(parts) => {
+            let (tls, unread) = parts.io.into_inner().into_inner();
+            let prefix = join(parts.read_buf, unread);
+            let report = splice_any(tls, prefix, target, idle_timeout, cancel).await;
+            return (report, "buffered");
+        }
+        Err(upgraded) => upgraded,
+    };
+    let report = match client.downcast::<TokioIo<S>>() {
+        Ok(parts) => {
+            let prefix = parts.read_buf;
+            splice_any(parts.io.into_inner(), prefix, target, idle_timeout, cancel).await
+        }
+        Err(upgraded) => {
+            let client = TokioIo::new(upgraded);
+            splice_any(client, Bytes::new(), target, idle_timeout, cancel).await
+        }
+    };
+    (report, "buffered")
+}
+
+/// The buffered splice, with the target either recovered or still upgraded.
+async fn splice_any<C>(
+    client: C,
+    client_prefix: Bytes,
+    target: Result<(TcpStream, Bytes), Upgraded>,
+    idle_timeout: std::time::Duration,
+    cancel: tokio_util::sync::CancellationToken,
+) -> tunnel::TunnelReport
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let (target, target_prefix) = match target {
+        Ok((target, prefix)) => (Either::Left(target), prefix),
         Err(upgraded) => (Either::Right(TokioIo::new(upgraded)), Bytes::new()),
     };
     tunnel::splice(

@@ -29,14 +29,14 @@ pub(crate) struct Fault {
 }
 
 impl Fault {
-    fn reader(err: &io::Error) -> Self {
+    pub(crate) fn reader(err: &io::Error) -> Self {
         Fault {
             stream: Faulty::Reader,
             kind: err.kind(),
         }
     }
 
-    fn writer(err: &io::Error) -> Self {
+    pub(crate) fn writer(err: &io::Error) -> Self {
         Fault {
             stream: Faulty::Writer,
             kind: err.kind(),
@@ -139,6 +139,15 @@ impl BufferedCopy {
             phase: Phase::Open,
             need_flush: false,
             transferred: 0,
+        }
+    }
+
+    /// A copy taking over an open direction that already moved `transferred` bytes.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn resume(transferred: u64) -> Self {
+        BufferedCopy {
+            transferred,
+            ..BufferedCopy::new(Bytes::new())
         }
     }
 }

@@ -5,8 +5,11 @@
 //! copy buffer from a per-thread pool ([`pool`]) only while bytes are in
 //! flight, so an idle tunnel holds no buffer. The idle timeout is one sleep
 //! plus an activity stamp ([`idle`]). Directions sit behind a small trait
-//! ([`direction::Direction`]) so a splice(2) path for plaintext TCP↔TCP can
-//! replace the buffered copy without changing the driver.
+//! ([`direction::Direction`]): [`splice`] copies any stream pair through user
+//! space, and [`splice_tcp`] moves plaintext TCP↔TCP bytes with splice(2)
+//! through a kernel pipe that a direction holds only while bytes are in flight
+//! (`zero_copy`, `pipe`), falling back to the buffered copy where splice is
+//! not available.
 //!
 //! This module owns shutting down and dropping both sockets once a tunnel
 //! ends; it never writes WebSocket frames (an idle close sends no close frame,
@@ -15,7 +18,11 @@
 mod direction;
 mod drive;
 mod idle;
+#[cfg(target_os = "linux")]
+mod pipe;
 mod pool;
+#[cfg(target_os = "linux")]
+mod zero_copy;
 
 #[cfg(test)]
 mod tests;
@@ -25,6 +32,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use direction::BufferedCopy;
@@ -94,4 +102,31 @@ where
         idle_timeout,
         cancel,
     )
+}
+
+/// [`splice`] for a plaintext TCP client and a TCP target: same contract and
+/// report, but on Linux the bytes move socket → pipe → socket with splice(2)
+/// and never enter user space. Each direction takes a pipe from a per-thread
+/// pool only while bytes are in flight, so an idle tunnel holds no pipe (and
+/// no copy buffer). Where splice is unsupported, or no pipe can be had, the
+/// affected direction falls back to the buffered copy.
+pub fn splice_tcp(
+    client: TcpStream,
+    client_prefix: Bytes,
+    target: TcpStream,
+    target_prefix: Bytes,
+    idle_timeout: Duration,
+    cancel: CancellationToken,
+) -> impl Future<Output = TunnelReport> {
+    #[cfg(target_os = "linux")]
+    let (up, down) = (
+        zero_copy::SpliceCopy::new(client_prefix),
+        zero_copy::SpliceCopy::new(target_prefix),
+    );
+    #[cfg(not(target_os = "linux"))]
+    let (up, down) = (
+        BufferedCopy::new(client_prefix),
+        BufferedCopy::new(target_prefix),
+    );
+    drive::drive(client, target, up, down, idle_timeout, cancel)
 }

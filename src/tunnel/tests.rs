@@ -10,9 +10,54 @@ use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::{pool, splice, TunnelEnd, TunnelReport};
+use super::{pipe, pool, splice, splice_tcp, TunnelEnd, TunnelReport};
 
 mod tls;
+
+/// Which tunnel implementation a real-TCP test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// [`splice`]: copies through pooled user-space buffers.
+    Buffered,
+    /// [`splice_tcp`]: splice(2) through pooled kernel pipes.
+    Spliced,
+}
+
+/// Runs the test function `name(Path)` once per path, as `name::buffered` and
+/// `name::spliced` (on a current-thread runtime, so the per-thread pools and
+/// their loan counters are the ones the tunnel uses).
+macro_rules! on_both_paths {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::Path;
+
+            #[tokio::test]
+            async fn buffered() {
+                super::$name(Path::Buffered).await
+            }
+
+            #[tokio::test]
+            async fn spliced() {
+                super::$name(Path::Spliced).await
+            }
+        }
+    )*};
+}
+
+on_both_paths!(
+    bytes_flow_both_ways_with_prefixes_first,
+    one_mib_each_way_concurrently_without_deadlock,
+    sixteen_mib_each_way_concurrently,
+    client_half_close_reaches_target_and_replies_still_flow,
+    target_half_close_first_reports_target_closed,
+    idle_timeout_closes_both_sides_with_eof,
+    client_to_target_activity_keeps_tunnel_open,
+    target_to_client_activity_keeps_tunnel_open,
+    target_reset_closes_client_and_reports_target_error,
+    client_reset_closes_target_and_reports_client_error,
+    cancel_closes_both_sides,
+    idle_tunnel_holds_no_copy_buffer_or_pipe,
+);
 
 /// Upper bound for anything a test waits on, so a bug fails instead of hanging.
 pub(super) const LIMIT: Duration = Duration::from_secs(20);
@@ -39,6 +84,7 @@ struct Tunnel {
 
 impl Tunnel {
     async fn start(
+        path: Path,
         client_prefix: &'static [u8],
         target_prefix: &'static [u8],
         idle: Duration,
@@ -46,14 +92,28 @@ impl Tunnel {
         let (client, proxy_client) = tcp_pair().await;
         let (proxy_target, target) = tcp_pair().await;
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(splice(
-            proxy_client,
+        let (client_prefix, target_prefix) = (
             Bytes::from_static(client_prefix),
-            proxy_target,
             Bytes::from_static(target_prefix),
-            idle,
-            cancel.clone(),
-        ));
+        );
+        let task = match path {
+            Path::Buffered => tokio::spawn(splice(
+                proxy_client,
+                client_prefix,
+                proxy_target,
+                target_prefix,
+                idle,
+                cancel.clone(),
+            )),
+            Path::Spliced => tokio::spawn(splice_tcp(
+                proxy_client,
+                client_prefix,
+                proxy_target,
+                target_prefix,
+                idle,
+                cancel.clone(),
+            )),
+        };
         Tunnel {
             client,
             target,
@@ -94,9 +154,14 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-#[tokio::test]
-async fn bytes_flow_both_ways_with_prefixes_first() {
-    let mut t = Tunnel::start(b"early-client ", b"early-target ", Duration::from_secs(30)).await;
+async fn bytes_flow_both_ways_with_prefixes_first(path: Path) {
+    let mut t = Tunnel::start(
+        path,
+        b"early-client ",
+        b"early-target ",
+        Duration::from_secs(30),
+    )
+    .await;
     t.client.write_all(b"hello").await.unwrap();
     assert_eq!(read_exact_n(&mut t.target, 18).await, b"early-client hello");
     t.target.write_all(b"world").await.unwrap();
@@ -112,16 +177,16 @@ async fn bytes_flow_both_ways_with_prefixes_first() {
     assert_eq!((r.client_to_target, r.target_to_client), (18, 18));
 }
 
-#[tokio::test]
-async fn one_mib_each_way_concurrently_without_deadlock() {
-    const LEN: usize = 1 << 20;
-    let t = Tunnel::start(b"", b"", Duration::from_secs(30)).await;
+/// Both sides write `len` bytes before reading anything back; both arrive
+/// intact and counted.
+async fn each_way_concurrently(path: Path, len: usize) {
+    let pipes_before = pipe::taken_on_this_thread();
+    let t = Tunnel::start(path, b"", b"", Duration::from_secs(30)).await;
     let (mut client_rd, mut client_wr) = t.client.into_split();
     let (mut target_rd, mut target_wr) = t.target.into_split();
-    let up = pattern(LEN, 1);
-    let down = pattern(LEN, 2);
+    let up = pattern(len, 1);
+    let down = pattern(len, 2);
 
-    // Both sides write everything before reading anything back.
     let up_writer = tokio::spawn({
         let up = up.clone();
         async move {
@@ -149,13 +214,25 @@ async fn one_mib_each_way_concurrently_without_deadlock() {
     ));
     assert_eq!(
         (r.client_to_target, r.target_to_client),
-        (LEN as u64, LEN as u64)
+        (len as u64, len as u64)
     );
+    let pipes_taken = pipe::taken_on_this_thread() - pipes_before;
+    match path {
+        Path::Buffered => assert_eq!(pipes_taken, 0),
+        Path::Spliced => assert!(pipes_taken > 0, "the spliced path took no pipe"),
+    }
 }
 
-#[tokio::test]
-async fn client_half_close_reaches_target_and_replies_still_flow() {
-    let mut t = Tunnel::start(b"", b"", Duration::from_secs(30)).await;
+async fn one_mib_each_way_concurrently_without_deadlock(path: Path) {
+    each_way_concurrently(path, 1 << 20).await;
+}
+
+async fn sixteen_mib_each_way_concurrently(path: Path) {
+    each_way_concurrently(path, 16 << 20).await;
+}
+
+async fn client_half_close_reaches_target_and_replies_still_flow(path: Path) {
+    let mut t = Tunnel::start(path, b"", b"", Duration::from_secs(30)).await;
     t.client.write_all(b"request").await.unwrap();
     t.client.shutdown().await.unwrap();
     assert_eq!(read_to_eof(&mut t.target).await.unwrap(), b"request");
@@ -173,9 +250,8 @@ async fn client_half_close_reaches_target_and_replies_still_flow() {
     assert_eq!((r.client_to_target, r.target_to_client), (7, 15));
 }
 
-#[tokio::test]
-async fn target_half_close_first_reports_target_closed() {
-    let mut t = Tunnel::start(b"", b"", Duration::from_secs(30)).await;
+async fn target_half_close_first_reports_target_closed(path: Path) {
+    let mut t = Tunnel::start(path, b"", b"", Duration::from_secs(30)).await;
     t.target.write_all(b"bye").await.unwrap();
     t.target.shutdown().await.unwrap();
     assert_eq!(read_to_eof(&mut t.client).await.unwrap(), b"bye");
@@ -188,11 +264,10 @@ async fn target_half_close_first_reports_target_closed() {
     assert_eq!((r.client_to_target, r.target_to_client), (2, 3));
 }
 
-#[tokio::test]
-async fn idle_timeout_closes_both_sides_with_eof() {
+async fn idle_timeout_closes_both_sides_with_eof(path: Path) {
     let idle = Duration::from_millis(250);
     let started = Instant::now();
-    let mut t = Tunnel::start(b"", b"", idle).await;
+    let mut t = Tunnel::start(path, b"", b"", idle).await;
     let (client_end, target_end) =
         tokio::join!(read_to_eof(&mut t.client), read_to_eof(&mut t.target));
     let elapsed = started.elapsed();
@@ -237,20 +312,18 @@ async fn activity_keeps_tunnel_open(
     );
 }
 
-#[tokio::test]
-async fn client_to_target_activity_keeps_tunnel_open() {
+async fn client_to_target_activity_keeps_tunnel_open(path: Path) {
     let idle = Duration::from_millis(300);
-    let mut t = Tunnel::start(b"", b"", idle).await;
+    let mut t = Tunnel::start(path, b"", b"", idle).await;
     activity_keeps_tunnel_open(&mut t.client, &mut t.target, idle).await;
     let r = report(t.task).await;
     assert_eq!(r.end, TunnelEnd::IdleTimeout);
     assert_eq!((r.client_to_target, r.target_to_client), (10, 0));
 }
 
-#[tokio::test]
-async fn target_to_client_activity_keeps_tunnel_open() {
+async fn target_to_client_activity_keeps_tunnel_open(path: Path) {
     let idle = Duration::from_millis(300);
-    let mut t = Tunnel::start(b"", b"", idle).await;
+    let mut t = Tunnel::start(path, b"", b"", idle).await;
     activity_keeps_tunnel_open(&mut t.target, &mut t.client, idle).await;
     let r = report(t.task).await;
     assert_eq!(r.end, TunnelEnd::IdleTimeout);
@@ -263,9 +336,8 @@ fn reset_on_drop(stream: &TcpStream) {
         .unwrap();
 }
 
-#[tokio::test]
-async fn target_reset_closes_client_and_reports_target_error() {
-    let mut t = Tunnel::start(b"", b"", Duration::from_secs(30)).await;
+async fn target_reset_closes_client_and_reports_target_error(path: Path) {
+    let mut t = Tunnel::start(path, b"", b"", Duration::from_secs(30)).await;
     t.target.write_all(b"partial").await.unwrap();
     assert_eq!(read_exact_n(&mut t.client, 7).await, b"partial");
     reset_on_drop(&t.target);
@@ -284,9 +356,8 @@ async fn target_reset_closes_client_and_reports_target_error() {
     assert_eq!((r.client_to_target, r.target_to_client), (0, 7));
 }
 
-#[tokio::test]
-async fn client_reset_closes_target_and_reports_client_error() {
-    let mut t = Tunnel::start(b"", b"", Duration::from_secs(30)).await;
+async fn client_reset_closes_target_and_reports_client_error(path: Path) {
+    let mut t = Tunnel::start(path, b"", b"", Duration::from_secs(30)).await;
     reset_on_drop(&t.client);
     drop(t.client);
 
@@ -302,9 +373,8 @@ async fn client_reset_closes_target_and_reports_client_error() {
     );
 }
 
-#[tokio::test]
-async fn cancel_closes_both_sides() {
-    let mut t = Tunnel::start(b"", b"", Duration::from_secs(30)).await;
+async fn cancel_closes_both_sides(path: Path) {
+    let mut t = Tunnel::start(path, b"", b"", Duration::from_secs(30)).await;
     t.client.write_all(b"ping").await.unwrap();
     assert_eq!(read_exact_n(&mut t.target, 4).await, b"ping");
     t.cancel.cancel();
@@ -318,12 +388,12 @@ async fn cancel_closes_both_sides() {
     assert_eq!((r.client_to_target, r.target_to_client), (4, 0));
 }
 
-/// On a current-thread runtime every buffer is taken and returned on this
-/// thread, so the loan count shows whether an idle tunnel still holds one.
-#[tokio::test(flavor = "current_thread")]
-async fn idle_tunnel_holds_no_copy_buffer() {
+/// On a current-thread runtime every buffer and pipe is taken and returned on
+/// this thread, so the loan counts show whether an idle tunnel still holds one.
+async fn idle_tunnel_holds_no_copy_buffer_or_pipe(path: Path) {
     let lent_before = pool::lent_on_this_thread();
-    let mut t = Tunnel::start(b"prefix", b"", Duration::from_secs(30)).await;
+    let pipes_before = pipe::lent_on_this_thread();
+    let mut t = Tunnel::start(path, b"prefix", b"", Duration::from_secs(30)).await;
     let big = pattern(300 * 1024, 3);
     let (sent, got) = tokio::join!(
         t.client.write_all(&big),
@@ -342,10 +412,79 @@ async fn idle_tunnel_holds_no_copy_buffer() {
         lent_before,
         "idle tunnel holds a buffer"
     );
+    assert_eq!(
+        pipe::lent_on_this_thread(),
+        pipes_before,
+        "idle tunnel holds a pipe"
+    );
+
+    // Traffic again after idling takes a pipe again and gives it back.
+    t.client.write_all(b"again").await.unwrap();
+    assert_eq!(read_exact_n(&mut t.target, 5).await, b"again");
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(pipe::lent_on_this_thread(), pipes_before);
 
     t.cancel.cancel();
-    assert_eq!(report(t.task).await.end, TunnelEnd::Cancelled);
+    let r = report(t.task).await;
+    assert_eq!(r.end, TunnelEnd::Cancelled);
+    assert_eq!(
+        (r.client_to_target, r.target_to_client),
+        (6 + 300 * 1024 + 5, 4)
+    );
     assert_eq!(pool::lent_on_this_thread(), lent_before);
+    assert_eq!(pipe::lent_on_this_thread(), pipes_before);
+}
+
+/// Where splice(2) is refused (`EINVAL`), the spliced tunnel copies through
+/// user space instead, without losing or reordering a byte.
+#[tokio::test]
+async fn spliced_tunnel_falls_back_to_buffered_when_splice_is_unsupported() {
+    pipe::pretend_unsupported(true);
+    let mut t = Tunnel::start(Path::Spliced, b"pre ", b"", Duration::from_secs(30)).await;
+    let payload = pattern(200 * 1024, 5);
+    let (sent, got) = tokio::join!(
+        t.client.write_all(&payload),
+        read_exact_n(&mut t.target, 4 + payload.len())
+    );
+    sent.unwrap();
+    assert_eq!(&got[..4], b"pre ");
+    assert!(got[4..] == payload[..]);
+    t.target.write_all(b"pong").await.unwrap();
+    t.target.shutdown().await.unwrap();
+    assert_eq!(read_to_eof(&mut t.client).await.unwrap(), b"pong");
+    t.client.shutdown().await.unwrap();
+    assert_eq!(read_to_eof(&mut t.target).await.unwrap(), b"");
+    pipe::pretend_unsupported(false);
+
+    let r = report(t.task).await;
+    assert_eq!(r.end, TunnelEnd::TargetClosed);
+    assert_eq!(
+        (r.client_to_target, r.target_to_client),
+        (4 + payload.len() as u64, 4)
+    );
+}
+
+/// The target reads nothing while the client keeps sending: the spliced
+/// direction holds its full pipe, the idle clock keeps running as for the
+/// buffered path, and cancelling closes the pipe instead of pooling it.
+#[tokio::test]
+async fn spliced_tunnel_with_a_stalled_target_closes_its_full_pipe() {
+    let pipes_before = pipe::lent_on_this_thread();
+    let t = Tunnel::start(Path::Spliced, b"", b"", Duration::from_secs(30)).await;
+    let (_client_rd, mut client_wr) = t.client.into_split();
+    let chunk = pattern(64 * 1024, 6);
+    // Fill the client → target path until writes stop making progress.
+    while let Ok(res) = timeout(Duration::from_millis(300), client_wr.write_all(&chunk)).await {
+        res.unwrap();
+    }
+    assert_eq!(pipe::lent_on_this_thread(), pipes_before + 1);
+    t.cancel.cancel();
+    let r = report(t.task).await;
+    assert_eq!(r.end, TunnelEnd::Cancelled);
+    assert_eq!(pipe::lent_on_this_thread(), pipes_before);
+    drop(t.target);
 }
 
 #[tokio::test]
