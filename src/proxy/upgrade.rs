@@ -20,6 +20,7 @@ use super::headers::{strip_hop_by_hop, Forwarded};
 use super::{ListenerContext, ProxyBody, TargetError};
 use crate::target_group::InFlight;
 use crate::tunnel;
+use crate::upstream::PooledBody;
 
 /// Relay an upgrade request to the target held by `in_flight`; a resulting tunnel keeps
 /// it in flight (outstanding) until it closes. The client connection's stream type is `S`.
@@ -75,7 +76,7 @@ where
         strip_hop_by_hop(&mut parts.headers, false);
         return Ok(Response::from_parts(
             parts,
-            http_body_util::Either::Left(body),
+            http_body_util::Either::Left(PooledBody::unpooled(body)),
         ));
     }
 
