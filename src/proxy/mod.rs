@@ -104,15 +104,13 @@ pub struct ListenerContext {
 /// Handle one request on a client connection whose stream type is `S` (HTTP/2 streams,
 /// and HTTP/1 connections whose heads were not read by [`client_io::ClientIo`]).
 pub async fn handle<S>(
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     ctx: Arc<ListenerContext>,
     client: SocketAddr,
 ) -> Result<Response<ProxyBody>, Infallible>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    req.extensions_mut()
-        .insert(desync::Classification::COMPLIANT);
     let waiting = ClientWaiting::new(client);
     let resp = respond::<S>(req, &ctx, client).await;
     waiting.answered();
@@ -140,7 +138,10 @@ where
         }
         head::HeadAction::Serve { close_after } => close_after,
     };
-    req.extensions_mut().insert(verdict.classification);
+    if !verdict.classification.is_compliant() {
+        // Absent means compliant: most requests carry no extension (no allocation).
+        req.extensions_mut().insert(verdict.classification);
+    }
     req.headers_mut().remove(&headers::X_ALBATROSS_CLOSE_TARGET);
     if close_after {
         // Desync `Ambiguous` in defensive mode: the target connection is not reused
