@@ -121,8 +121,8 @@ pub struct ClientIo<S> {
     mode: DesyncMitigationMode,
     idle_timeout: Duration,
     /// Armed for `last_activity + idle_timeout` or earlier; re-armed lazily when it fires
-    /// (no timer reset per read or write).
-    deadline: Pin<Box<Sleep>>,
+    /// (no timer reset per read or write). Dropped once the connection is a tunnel.
+    deadline: Option<Pin<Box<Sleep>>>,
     /// When a byte last moved either way.
     last_activity: Instant,
     heads: u64,
@@ -144,7 +144,7 @@ impl<S> ClientIo<S> {
             conn,
             mode,
             idle_timeout,
-            deadline: Box::pin(tokio::time::sleep(idle_timeout)),
+            deadline: Some(Box::pin(tokio::time::sleep(idle_timeout))),
             last_activity: Instant::now(),
             heads: 0,
             scan: head::HeadScan::default(),
@@ -158,15 +158,18 @@ impl<S> ClientIo<S> {
     /// `Ready` once nothing has moved for the idle timeout. The sleep is only re-armed
     /// when it fires early because of activity since it was armed.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(deadline) = self.deadline.as_mut() else {
+            return Poll::Pending;
+        };
         loop {
-            if self.deadline.as_mut().poll(cx).is_pending() {
+            if deadline.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
             let due = self.last_activity + self.idle_timeout;
-            if due <= self.deadline.deadline() {
+            if due <= deadline.deadline() {
                 return Poll::Ready(());
             }
-            self.deadline.as_mut().reset(due);
+            deadline.as_mut().reset(due);
         }
     }
 
@@ -390,8 +393,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
                 ReadState::Eof => return Poll::Ready(Ok(())),
                 ReadState::Passthrough => {
                     // Nothing left to look at: read straight into the caller's buffer.
-                    // Idle time no longer counts here (tunnels have their own clock).
-                    this.pending = BytesMut::new();
+                    // Idle time no longer counts here (tunnels have their own clock), so
+                    // an idle tunnel keeps neither the read buffer nor the timer.
+                    if this.deadline.is_some() {
+                        this.deadline = None;
+                        this.pending = BytesMut::new();
+                    }
                     return Pin::new(&mut this.inner).poll_read(cx, buf);
                 }
                 _ => {}
