@@ -6,7 +6,9 @@
 #   benches/run.sh [--runs 2] [--targets direct,nginx,haproxy,caddy,albatross]
 #                  [--scenarios hs_ws,hs_wss,rtt100,rtt1,tput,idle_ws,idle_wss,http]
 #                  [--duration 10] [--warmup 1] [--idle-conns 9900] [--hold 10]
-#                  [--out DIR] [--no-build]
+#                  [--out DIR] [--no-build] [--quiet-pct 15] [--quiet-wait 120]
+#
+# ALBATROSS_BIN=PATH runs that binary instead of the tree's release build.
 #
 # Each cell (target x scenario) starts the echo target and the proxy fresh and
 # stops both afterwards. The proxy runs on CPU 1 with one worker (nginx
@@ -27,6 +29,8 @@ IDLE_CONNS=9900
 HOLD=10
 OUT=""
 BUILD=1
+QUIET_PCT=15
+QUIET_WAIT=120
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) RUNS=$2; shift 2 ;;
@@ -38,7 +42,9 @@ while [ $# -gt 0 ]; do
         --hold) HOLD=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
-        *) sed -n '2,18p' "$0"; exit 2 ;;
+        --quiet-pct) QUIET_PCT=$2; shift 2 ;;
+        --quiet-wait) QUIET_WAIT=$2; shift 2 ;;
+        *) sed -n '2,20p' "$0"; exit 2 ;;
     esac
 done
 
@@ -56,7 +62,7 @@ for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "wsbench" and m.get("executable"):
         print(m["executable"])')
-ALBATROSS=$TARGET_DIR/release/albatross
+ALBATROSS=${ALBATROSS_BIN:-$TARGET_DIR/release/albatross}
 [ -x "$WSBENCH" ] || { log "wsbench did not build"; exit 1; }
 [ -x "$ALBATROSS" ] || { log "no release albatross at $ALBATROSS"; exit 1; }
 
@@ -130,8 +136,31 @@ start_proxy() {   # start_proxy TARGET: sets PROXY_PID, PROXY_PIDS, PORT_WS, POR
 
 wsb() { taskset -c 0 "$WSBENCH" run "$@"; }
 
+# CPU busy on the whole machine over one second, % of one CPU (nothing of ours runs).
+machine_busy_pct() {
+    local a b
+    a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
+    local idle=$(( (b[4] + b[5]) - (a[4] + a[5]) )) total=0 i
+    for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
+    echo $(( (total - idle) * 100 * $(nproc) / (total > 0 ? total : 1) ))
+}
+
+# Wait (up to QUIET_WAIT s) until other processes use less than QUIET_PCT % of a CPU;
+# prints the last figure, which goes into the cell's record.
+wait_for_quiet() {
+    local busy waited=0
+    busy=$(machine_busy_pct)
+    while [ "$busy" -gt "$QUIET_PCT" ] && [ "$waited" -lt "$QUIET_WAIT" ]; do
+        log "machine busy (${busy}% of a CPU by other processes); waiting"
+        sleep 4; waited=$((waited + 5))
+        busy=$(machine_busy_pct)
+    done
+    echo "$busy"
+}
+
 run_cell() {   # run_cell RUN TARGET SCENARIO
-    local run=$1 t=$2 sc=$3 args json rc=0 pidarg=()
+    local run=$1 t=$2 sc=$3 args json rc=0 pidarg=() busy
+    busy=$(wait_for_quiet)
     start_echo
     start_proxy "$t"
     [ -n "$PROXY_PIDS" ] && pidarg=(--proxy-pids "$PROXY_PIDS")
@@ -158,8 +187,8 @@ run_cell() {   # run_cell RUN TARGET SCENARIO
     fi
     [ -n "$PROXY_PID" ] && stop "$PROXY_PID"
     stop "$ECHO_PID"
-    printf '{"run":%s,"target":"%s","cell":"%s","rc":%s,"result":%s}\n' \
-        "$run" "$t" "$sc" "$rc" "$json" >> "$RESULTS"
+    printf '{"run":%s,"target":"%s","cell":"%s","rc":%s,"busy_before_pct":%s,"result":%s}\n' \
+        "$run" "$t" "$sc" "$rc" "$busy" "$json" >> "$RESULTS"
     log "run $run $t $sc: rc=$rc $json"
     sleep 1   # let the last sockets leave TIME_WAIT's way
 }

@@ -19,6 +19,7 @@
 //! | [`target_group`] | targets, health checks, balancing, stickiness, draining, DNS |
 //! | [`proxy`] | the hyper service: forward, upgrade, ALB headers and error pages |
 //! | [`tunnel`] | the post-101 byte pipe with idle timeout |
+//! | [`upstream`] | keep-alive HTTP/1.1 connections to targets, per target |
 //! | [`backend`] | the heartbeat WebSocket backend |
 //! | [`shutdown`] | cancellation tokens and the task tracker |
 //!
@@ -34,6 +35,7 @@ pub mod routing;
 pub mod shutdown;
 pub mod target_group;
 pub mod tunnel;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -156,6 +158,7 @@ impl Proxy {
                 router: routing::Router::new(l),
                 protocol: l.protocol,
                 port: local_addr.port(),
+                port_value: http::HeaderValue::from(local_addr.port()),
             });
             let tls = l
                 .tls

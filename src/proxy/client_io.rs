@@ -30,6 +30,9 @@ use super::error::ElbError;
 use super::head::{self, Framing, HeadAction};
 use crate::config::model::DesyncMitigationMode;
 
+/// How much a read from the client asks for at most.
+const READ_SIZE: usize = 8192;
+
 /// The request hyper reads in place of a rejected head.
 const STAND_IN: &[u8] = b"GET / HTTP/1.1\r\nhost: rejected.invalid\r\n\r\n";
 
@@ -117,7 +120,11 @@ pub struct ClientIo<S> {
     conn: Arc<ConnState>,
     mode: DesyncMitigationMode,
     idle_timeout: Duration,
-    deadline: Pin<Box<Sleep>>,
+    /// Armed for `last_activity + idle_timeout` or earlier; re-armed lazily when it fires
+    /// (no timer reset per read or write). Dropped once the connection is a tunnel.
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// When a byte last moved either way.
+    last_activity: Instant,
     heads: u64,
     scan: head::HeadScan,
 }
@@ -137,7 +144,8 @@ impl<S> ClientIo<S> {
             conn,
             mode,
             idle_timeout,
-            deadline: Box::pin(tokio::time::sleep(idle_timeout)),
+            deadline: Some(Box::pin(tokio::time::sleep(idle_timeout))),
+            last_activity: Instant::now(),
             heads: 0,
             scan: head::HeadScan::default(),
         }
@@ -150,8 +158,50 @@ impl<S> ClientIo<S> {
     }
 
     fn touch(&mut self) {
-        let at = Instant::now() + self.idle_timeout;
-        self.deadline.as_mut().reset(at);
+        self.last_activity = Instant::now();
+    }
+
+    /// `Ready` once nothing has moved for the idle timeout. The sleep is only re-armed
+    /// when it fires early because of activity since it was armed.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(deadline) = self.deadline.as_mut() else {
+            return Poll::Pending;
+        };
+        loop {
+            if deadline.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let due = self.last_activity + self.idle_timeout;
+            if due <= deadline.deadline() {
+                return Poll::Ready(());
+            }
+            deadline.as_mut().reset(due);
+        }
+    }
+
+    /// Read from the client into `pending`'s spare capacity (no zeroing, no copy).
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>>
+    where
+        S: AsyncRead + Unpin,
+    {
+        if self.pending.capacity() - self.pending.len() < READ_SIZE / 4 {
+            self.pending.reserve(READ_SIZE);
+        }
+        let spare = self.pending.spare_capacity_mut();
+        let start = spare.as_ptr();
+        let mut rb = ReadBuf::uninit(spare);
+        match Pin::new(&mut self.inner).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {}
+            other => return other.map_ok(|()| 0),
+        }
+        let n = rb.filled().len();
+        if rb.filled().as_ptr() != start.cast() {
+            return Poll::Ready(Err(io::Error::other("the reader replaced the read buffer")));
+        }
+        // SAFETY: the reader initialised the first `n` bytes of the spare capacity (a
+        // `ReadBuf` only counts initialised bytes as filled, and it still points there).
+        unsafe { self.pending.set_len(self.pending.len() + n) };
+        Poll::Ready(Ok(n))
     }
 
     fn reject(&mut self, e: ElbError, classification: Classification) {
@@ -349,6 +399,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
                 let n = this.ready.len().min(buf.remaining());
                 buf.put_slice(&this.ready[..n]);
                 this.ready.advance(n);
+                if this.ready.is_empty() {
+                    // Let go of `pending`'s buffer so the next read can reuse it.
+                    this.ready = Bytes::new();
+                }
                 return Poll::Ready(Ok(()));
             }
             if this.advance() {
@@ -357,32 +411,37 @@ impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
             match this.state {
                 ReadState::Rejected => return Poll::Pending,
                 ReadState::Eof => return Poll::Ready(Ok(())),
+                ReadState::Passthrough => {
+                    // Nothing left to look at: read straight into the caller's buffer.
+                    // Idle time no longer counts here (tunnels have their own clock), so
+                    // an idle tunnel keeps neither the read buffer nor the timer.
+                    if this.deadline.is_some() {
+                        this.deadline = None;
+                        this.pending = BytesMut::new();
+                    }
+                    return Pin::new(&mut this.inner).poll_read(cx, buf);
+                }
                 _ => {}
             }
-            let mut chunk = [0u8; 8192];
-            let mut rb = ReadBuf::new(&mut chunk);
-            match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+            match this.poll_fill(cx) {
+                Poll::Ready(Ok(0)) => {
                     // The client closed its side: hand hyper what is left, then EOF.
                     this.ready = this.pending.split().freeze();
                     this.state = ReadState::Eof;
                 }
-                Poll::Ready(Ok(())) => {
-                    this.pending.extend_from_slice(rb.filled());
-                    this.touch();
-                }
+                Poll::Ready(Ok(_)) => this.touch(),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
                     if !matches!(this.state, ReadState::Head) {
                         return Poll::Pending;
                     }
-                    if this.deadline.as_mut().poll(cx).is_pending() {
+                    if this.poll_idle(cx).is_pending() {
                         return Poll::Pending;
                     }
                     if this.conn.in_flight.load(Ordering::Relaxed) > 0 {
                         // A slow target is not the client's idleness.
                         this.touch();
-                        let _ = this.deadline.as_mut().poll(cx);
+                        let _ = this.poll_idle(cx);
                         return Poll::Pending;
                     }
                     if this.heads == 0 || !this.pending.is_empty() {

@@ -9,8 +9,9 @@
 //! | Ambiguous  | allow   | allow, then close client + target | block 400 |
 //! | Severe     | allow   | block 400 + close client          | block 400 |
 //!
-//! The classification travels with the request as a [`Classification`] extension so the
-//! access log can write `classification` and `classification_reason`.
+//! A non-compliant classification travels with the request as a [`Classification`]
+//! extension so the access log can write `classification` and `classification_reason`;
+//! a request without one is compliant.
 
 use http_desync_guardian::request_analyzer::HttpRequestData;
 pub use http_desync_guardian::{ClassificationReason, RequestSafetyTier};

@@ -1,19 +1,19 @@
-//! Plain HTTP forwarding over pooled keep-alive connections to targets.
+//! Plain HTTP forwarding over keep-alive connections to targets ([`crate::upstream`]).
 
 use std::error::Error as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::uri::{Authority, Scheme, Uri};
-use http::{Request, Response, Version};
+use http::header::{HeaderValue, CONNECTION, HOST};
+use http::uri::{Parts, Uri};
+use http::{Method, Request, Response, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 
-use super::headers::{strip_hop_by_hop, Forwarded};
+use super::headers::{connection_has, strip_hop_by_hop, Forwarded};
 use super::{ProxyBody, TargetError};
 use crate::target_group::InFlight;
+use crate::upstream::{self, ConnectError, PooledBody};
 
 /// Send `req` to the target held by `in_flight` and return its response, hop-by-hop
 /// headers removed. Waiting for the response is bounded by the idle timeout (504 when it
@@ -22,76 +22,110 @@ pub async fn forward(
     req: Request<Incoming>,
     in_flight: &InFlight,
     fwd: &Forwarded,
-    client: &Client<HttpConnector, Incoming>,
+    connect_timeout: Duration,
     idle_timeout: Duration,
 ) -> Result<Response<ProxyBody>, TargetError> {
-    let target = in_flight.addr();
+    let target = in_flight.target();
     let (mut parts, body) = req.into_parts();
     let authority = parts.uri.authority().map(|a| a.as_str().to_string());
     strip_hop_by_hop(&mut parts.headers, false);
     fwd.apply(&mut parts.headers, authority.as_deref());
-    parts.uri = target_uri(&parts.uri, target)?;
+    if !parts.headers.contains_key(HOST) {
+        // A request without Host (HTTP/1.0) names the target, as an HTTP client would.
+        parts.headers.insert(HOST, host_value(target.addr));
+    }
+    request_target(&mut parts.uri, &parts.method, target.addr);
     parts.version = Version::HTTP_11;
+    // `Connection: close` toward the target (desync mitigation): not reused afterwards.
+    let reuse = !parts.headers.contains_key(CONNECTION);
     let req = Request::from_parts(parts, body);
 
-    let exchange = tokio::time::timeout(idle_timeout, client.request(req));
-    let resp = tokio::select! {
+    let exchange = async {
+        let mut sender = match target.conns().take(idle_timeout) {
+            Some(s) => s,
+            None => upstream::connect(target.addr, connect_timeout)
+                .await
+                .map_err(connect_error)?,
+        };
+        let resp = sender.send_request(req).await.map_err(exchange_error)?;
+        Ok::<_, TargetError>((resp, sender))
+    };
+    let exchange = tokio::time::timeout(idle_timeout, exchange);
+    let (resp, sender) = tokio::select! {
         r = exchange => match r {
             Err(_) => return Err(TargetError::ResponseTimeout),
-            Ok(Err(e)) => return Err(classify(e)),
-            Ok(Ok(resp)) => resp,
+            Ok(r) => r?,
         },
-        _ = in_flight.target().drain_token().cancelled() => {
+        _ = target.drain_token().cancelled() => {
             return Err(TargetError::Exchange(
                 "the target was deregistered and its deregistration delay ended".to_string(),
             ))
         }
     };
     let (mut parts, body) = resp.into_parts();
+    let reuse = reuse && !connection_has(&parts.headers, "close");
     strip_hop_by_hop(&mut parts.headers, false);
+    let body = PooledBody::new(body, sender, target.conns().clone(), reuse);
     Ok(Response::from_parts(parts, Either::Left(body)))
 }
 
-/// `http://<target><path?query>`.
-pub fn target_uri(uri: &Uri, target: SocketAddr) -> Result<Uri, TargetError> {
-    let authority = Authority::try_from(target.to_string())
-        .map_err(|e| TargetError::Exchange(e.to_string()))?;
-    let mut b = Uri::builder().scheme(Scheme::HTTP).authority(authority);
-    b = match uri.path_and_query() {
-        Some(pq) => b.path_and_query(pq.clone()),
-        None => b.path_and_query("/"),
+/// The request target as a client sends it to a server: origin-form (`/path?query`),
+/// or the target's authority for CONNECT. An origin-form URI is kept as it is.
+fn request_target(uri: &mut Uri, method: &Method, target: SocketAddr) {
+    if method == Method::CONNECT {
+        let mut parts = Parts::default();
+        parts.authority = target.to_string().parse().ok();
+        if let Ok(u) = Uri::from_parts(parts) {
+            *uri = u;
+        }
+        return;
+    }
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return;
+    }
+    *uri = match uri.path_and_query() {
+        Some(pq) if pq.as_str() != "/" => {
+            let mut parts = Parts::default();
+            parts.path_and_query = Some(pq.clone());
+            Uri::from_parts(parts).unwrap_or_default()
+        }
+        _ => Uri::default(),
     };
-    b.build().map_err(|e| TargetError::Exchange(e.to_string()))
 }
 
-fn classify(e: hyper_util::client::legacy::Error) -> TargetError {
-    if e.is_connect() {
-        let mut source = e.source();
-        while let Some(s) = source {
-            if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                if io.kind() == std::io::ErrorKind::TimedOut {
-                    return TargetError::ConnectTimeout;
-                }
-                return TargetError::Connect(std::io::Error::new(io.kind(), io.to_string()));
-            }
-            source = s.source();
+/// `Host` naming the target: `ip:port`, or the bare address on port 80.
+fn host_value(target: SocketAddr) -> HeaderValue {
+    let text = if target.port() == 80 {
+        match target.ip() {
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
         }
-        return TargetError::Connect(std::io::Error::other(e.to_string()));
+    } else {
+        target.to_string()
+    };
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("localhost"))
+}
+
+fn connect_error(e: ConnectError) -> TargetError {
+    match e {
+        ConnectError::Timeout => TargetError::ConnectTimeout,
+        ConnectError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            TargetError::ConnectTimeout
+        }
+        ConnectError::Io(io) => TargetError::Connect(io),
+        ConnectError::Handshake(h) => TargetError::Exchange(h.to_string()),
     }
-    let mut source = e.source();
-    while let Some(s) = source {
-        if s.downcast_ref::<hyper::Error>()
-            .is_some_and(|h| h.is_incomplete_message() || h.is_canceled())
-        {
-            // The classic keep-alive race: ALB answers 502 and so do we (no retry).
-            return TargetError::Exchange(
-                "the target closed the connection as the request was sent on it; when this \
-                 happens on reused connections, the target's keep-alive timeout is shorter \
-                 than the load balancer's idle timeout"
-                    .to_string(),
-            );
-        }
-        source = s.source();
+}
+
+fn exchange_error(e: hyper::Error) -> TargetError {
+    if e.is_incomplete_message() || e.is_canceled() {
+        // The classic keep-alive race: ALB answers 502 and so do we (no retry).
+        return TargetError::Exchange(
+            "the target closed the connection as the request was sent on it; when this \
+             happens on reused connections, the target's keep-alive timeout is shorter \
+             than the load balancer's idle timeout"
+                .to_string(),
+        );
     }
     let mut msg = e.to_string();
     let mut source = e.source();

@@ -133,9 +133,11 @@ pub fn assess(head: &[u8], mode: DesyncMitigationMode) -> Assessment {
         return reject(ElbError::VersionNotSupported);
     }
 
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(head) {
+    // Uninitialised: a head has a few headers, and initialising all 256 slots cost
+    // more than parsing them.
+    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(head, &mut headers) {
         Ok(httparse::Status::Complete(_)) => {}
         // Not HTTP/1 that hyper (or anyone) can forward: 400 whatever the mode.
         _ => return reject(ElbError::BadRequest),

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, TE, TRAILER, UPGRADE,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 
 use crate::config::model::{Protocol, XffMode};
@@ -22,14 +23,20 @@ pub static X_ALBATROSS_CLOSE_TARGET: HeaderName =
 /// ALB answers 463 when X-Forwarded-For already holds more than this many addresses.
 pub const MAX_XFF_ENTRIES: usize = 30;
 
-const HOP_BY_HOP: [&str; 6] = [
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "transfer-encoding",
-    "te",
-];
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// The fixed hop-by-hop list (RFC 9110 §7.6.1 and the usual extras), besides
+/// `Connection`, `Upgrade` and the headers `Connection` names.
+fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
+    name == TRANSFER_ENCODING
+        || name == TE
+        || name == TRAILER
+        || name == PROXY_AUTHENTICATE
+        || name == PROXY_AUTHORIZATION
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+}
 
 /// Is this an HTTP/1.1 upgrade request (`Connection: upgrade` plus an `Upgrade` header)?
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -50,30 +57,42 @@ pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// header named in `Connection`. With `keep_upgrade`, `Connection: upgrade` and
 /// `Upgrade` survive, so an upgrade handshake can pass through.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| !(keep_upgrade && n == UPGRADE))
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    headers.remove(CONNECTION);
-    headers.remove(TRAILER);
-    for name in HOP_BY_HOP {
-        if name == "te" {
-            headers.remove(TE);
-        } else {
+    // Most messages carry none of them: one pass over the names, no removal.
+    let any = headers
+        .keys()
+        .any(|n| n == CONNECTION || (!keep_upgrade && n == UPGRADE) || is_fixed_hop_by_hop(n));
+    if any {
+        if headers.contains_key(CONNECTION) {
+            let named: Vec<HeaderName> = headers
+                .get_all(CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+                .filter(|n| !(keep_upgrade && n == UPGRADE))
+                .collect();
+            for name in named {
+                headers.remove(name);
+            }
+            headers.remove(CONNECTION);
+        }
+        for name in [
+            &TRANSFER_ENCODING,
+            &TE,
+            &TRAILER,
+            &PROXY_AUTHENTICATE,
+            &PROXY_AUTHORIZATION,
+            &KEEP_ALIVE,
+            &PROXY_CONNECTION,
+        ] {
             headers.remove(name);
+        }
+        if !keep_upgrade {
+            headers.remove(UPGRADE);
         }
     }
     if keep_upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(UPGRADE);
     }
 }
 
@@ -129,6 +148,8 @@ pub struct Forwarded {
     pub protocol: Protocol,
     /// The listener port the client connected to.
     pub port: u16,
+    /// `port` as a header value (made once per listener).
+    pub port_value: HeaderValue,
     pub xff_mode: XffMode,
     pub xff_client_port: bool,
     pub preserve_host_header: bool,
@@ -150,7 +171,7 @@ impl Forwarded {
             X_FORWARDED_PROTO.clone(),
             HeaderValue::from_static(self.protocol.scheme()),
         );
-        headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(self.port));
+        headers.insert(X_FORWARDED_PORT.clone(), self.port_value.clone());
         if !self.preserve_host_header {
             self.rewrite_host(headers, authority);
         }
@@ -164,24 +185,25 @@ impl Forwarded {
                 headers.remove(&X_FORWARDED_FOR);
             }
             XffMode::Append => {
-                let ip = self.client.ip().to_canonical();
-                let me = match (self.xff_client_port, ip) {
-                    (false, ip) => ip.to_string(),
-                    (true, std::net::IpAddr::V4(v4)) => format!("{v4}:{}", self.client.port()),
-                    (true, std::net::IpAddr::V6(v6)) => format!("[{v6}]:{}", self.client.port()),
-                };
-                let mut joined = String::new();
-                for v in headers.get_all(&X_FORWARDED_FOR) {
-                    if let Ok(s) = v.to_str() {
-                        let s = s.trim();
-                        if !s.is_empty() {
-                            joined.push_str(s);
-                            joined.push_str(", ");
+                let mut buf = [0u8; 64];
+                let me = client_address(&mut buf, self.client, self.xff_client_port);
+                let value = if headers.contains_key(&X_FORWARDED_FOR) {
+                    let mut joined = Vec::with_capacity(64);
+                    for v in headers.get_all(&X_FORWARDED_FOR) {
+                        if let Ok(s) = v.to_str() {
+                            let s = s.trim();
+                            if !s.is_empty() {
+                                joined.extend_from_slice(s.as_bytes());
+                                joined.extend_from_slice(b", ");
+                            }
                         }
                     }
-                }
-                joined.push_str(&me);
-                if let Ok(v) = HeaderValue::from_str(&joined) {
+                    joined.extend_from_slice(me);
+                    HeaderValue::from_maybe_shared(bytes::Bytes::from(joined))
+                } else {
+                    HeaderValue::from_bytes(me)
+                };
+                if let Ok(v) = value {
                     headers.insert(X_FORWARDED_FOR.clone(), v);
                 }
             }
@@ -192,6 +214,18 @@ impl Forwarded {
     /// and 443 strip any port, on other listener ports append `:<port>` when absent.
     /// An absolute-form request line wins over the Host header.
     fn rewrite_host(&self, headers: &mut HeaderMap, authority: Option<&str>) {
+        if authority.is_none() {
+            // Already in the rule's shape (the usual case): nothing to rewrite.
+            let Some(h) = headers.get(HOST).and_then(|v| v.to_str().ok()) else {
+                return;
+            };
+            let bare_port = self.port == 80 || self.port == 443;
+            if !h.bytes().any(|b| b.is_ascii_uppercase())
+                && split_host_port(h).1.is_some() != bare_port
+            {
+                return;
+            }
+        }
         let host = match authority {
             Some(a) => a.to_string(),
             None => match headers.get(HOST).and_then(|v| v.to_str().ok()) {
@@ -235,17 +269,96 @@ pub fn split_host_port(host: &str) -> (&str, Option<&str>) {
 
 /// A fresh trace id `1-<8 hex epoch seconds>-<24 hex random>`.
 pub fn new_trace_id() -> String {
+    let mut buf = [0u8; TRACE_ID_LEN];
+    write_trace_id(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+const TRACE_ID_LEN: usize = 35;
+
+/// Write a fresh trace id into `out`.
+fn write_trace_id(out: &mut [u8; TRACE_ID_LEN]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0) as u32;
     let r: u128 = rand::random::<u128>() & ((1u128 << 96) - 1);
-    format!("1-{secs:08x}-{r:024x}")
+    out[0] = b'1';
+    out[1] = b'-';
+    for i in 0..8 {
+        out[2 + i] = HEX[((secs >> (28 - 4 * i)) & 0xf) as usize];
+    }
+    out[10] = b'-';
+    for i in 0..24 {
+        out[11 + i] = HEX[((r >> (92 - 4 * i)) & 0xf) as usize];
+    }
+}
+
+/// The client's address as X-Forwarded-For lists it (`ip`, or `ip:port` /
+/// `[ipv6]:port`), written into `buf`.
+fn client_address(buf: &mut [u8; 64], client: SocketAddr, with_port: bool) -> &[u8] {
+    use std::io::Write as _;
+    let ip = client.ip().to_canonical();
+    let mut len = 0;
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[len] = b'.';
+                    len += 1;
+                }
+                len += write_decimal(&mut buf[len..], u32::from(octet));
+            }
+            if with_port {
+                buf[len] = b':';
+                len += 1;
+                len += write_decimal(&mut buf[len..], u32::from(client.port()));
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            let mut w = &mut buf[..];
+            let _ = if with_port {
+                write!(w, "[{v6}]:{}", client.port())
+            } else {
+                write!(w, "{v6}")
+            };
+            len = 64 - w.len();
+        }
+    }
+    &buf[..len]
+}
+
+/// Write `n` in decimal at the start of `out`; returns the length.
+fn write_decimal(out: &mut [u8], mut n: u32) -> usize {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let len = digits.len() - i;
+    out[..len].copy_from_slice(&digits[i..]);
+    len
 }
 
 /// X-Amzn-Trace-Id as ALB sets it: add `Root=` when absent; when a Root arrives, put
 /// (or replace) `Self=` in front and keep the rest.
 pub fn apply_trace_id(headers: &mut HeaderMap) {
+    if !headers.contains_key(&X_AMZN_TRACE_ID) {
+        let mut value = [0u8; 5 + TRACE_ID_LEN];
+        value[..5].copy_from_slice(b"Root=");
+        let id: &mut [u8; TRACE_ID_LEN] = (&mut value[5..]).try_into().expect("length");
+        write_trace_id(id);
+        if let Ok(v) = HeaderValue::from_bytes(&value) {
+            headers.insert(X_AMZN_TRACE_ID.clone(), v);
+        }
+        return;
+    }
     let existing = headers
         .get(&X_AMZN_TRACE_ID)
         .and_then(|v| v.to_str().ok())
@@ -275,6 +388,7 @@ mod tests {
             client: "10.1.2.3:5555".parse().unwrap(),
             protocol: Protocol::Https,
             port,
+            port_value: HeaderValue::from(port),
             xff_mode: mode,
             xff_client_port: false,
             preserve_host_header: false,
@@ -301,6 +415,45 @@ mod tests {
     }
 
     #[test]
+    fn xff_addresses_as_written() {
+        let cases = [
+            ("10.1.2.3:5555", false, "10.1.2.3"),
+            ("10.1.2.3:5555", true, "10.1.2.3:5555"),
+            ("0.0.0.0:0", true, "0.0.0.0:0"),
+            ("255.255.255.255:65535", true, "255.255.255.255:65535"),
+            ("[::ffff:1.2.3.4]:80", true, "1.2.3.4:80"),
+            ("[2001:db8::1]:443", false, "2001:db8::1"),
+            ("[2001:db8::1]:443", true, "[2001:db8::1]:443"),
+        ];
+        for (client, with_port, want) in cases {
+            let mut buf = [0u8; 64];
+            let got = client_address(&mut buf, client.parse().unwrap(), with_port);
+            assert_eq!(
+                std::str::from_utf8(got).unwrap(),
+                want,
+                "{client} {with_port}"
+            );
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_fixed_list_without_connection() {
+        let mut h = HeaderMap::new();
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-bar", HeaderValue::from_static("2"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-bar"));
+
+        let mut h = HeaderMap::new();
+        h.insert("x-bar", HeaderValue::from_static("2"));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h[CONNECTION], "upgrade");
+    }
+
+    #[test]
     fn xff_client_port_brackets_ipv6() {
         let mut f = fwd(XffMode::Append, 80);
         f.xff_client_port = true;
@@ -318,6 +471,10 @@ mod tests {
             (8080, "example.com", "example.com:8080"),
             (8080, "example.com:9", "example.com:9"),
             (8443, "[::1]", "[::1]:8443"),
+            (8443, "[::1]:9", "[::1]:9"),
+            (443, "example.com", "example.com"),
+            (8080, "Example.com:9", "example.com:9"),
+            (80, "EXAMPLE.com", "example.com"),
         ];
         for (port, given, want) in cases {
             let mut h = HeaderMap::new();

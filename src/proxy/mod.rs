@@ -21,19 +21,17 @@ use http::header::HeaderValue;
 use http::{Method, Request, Response};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 use crate::config::model::{Action, Config, Protocol};
 use crate::routing::Router;
 use crate::shutdown::Shutdown;
 use crate::target_group::{Resolve, TargetGroups};
+use crate::upstream::PooledBody;
 use error::{elb_response, ElbError};
 use headers::{is_upgrade, xff_entries, Forwarded, MAX_XFF_ENTRIES};
 
 /// Response body: a target's streamed body, or one the load balancer made.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<PooledBody, Full<Bytes>>;
 
 /// Everything requests of one config need, shared by all its listeners.
 pub struct Runtime {
@@ -41,30 +39,53 @@ pub struct Runtime {
     /// Target groups with their targets and health, and the stickiness key.
     pub targets: Arc<TargetGroups>,
     pub shutdown: Shutdown,
-    client: Client<HttpConnector, Incoming>,
 }
 
 impl Runtime {
     /// Build the runtime; DNS targets are resolved once through `resolver`.
     pub async fn new(config: Arc<Config>, shutdown: Shutdown, resolver: &dyn Resolve) -> Runtime {
         let targets = Arc::new(TargetGroups::new(&config, &shutdown, resolver).await);
-        let lb = &config.load_balancer;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(lb.connect_timeout));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(lb.idle_timeout)
-            // ALB does not resend a request that met a connection the target had just
-            // closed: the client gets a 502 (see forward::classify).
-            .retry_canceled_requests(false)
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .build(connector);
+        let idle_timeout = config.load_balancer.idle_timeout;
+        shutdown.tracker.spawn(close_idle_target_connections(
+            targets.clone(),
+            idle_timeout,
+            shutdown.stop_accepting.clone(),
+        ));
         Runtime {
             config,
             targets,
             shutdown,
-            client,
+        }
+    }
+}
+
+/// Close keep-alive connections to targets that stayed idle for the idle timeout, until
+/// shutdown begins (then close them all).
+async fn close_idle_target_connections(
+    targets: Arc<TargetGroups>,
+    idle_timeout: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let every = (idle_timeout / 4).clamp(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(5),
+    );
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        for g in &targets.groups {
+            for t in g.targets().iter() {
+                t.conns().evict_idle(idle_timeout);
+            }
+        }
+    }
+    for g in &targets.groups {
+        for t in g.targets().iter() {
+            t.conns().clear();
         }
     }
 }
@@ -76,20 +97,20 @@ pub struct ListenerContext {
     pub protocol: Protocol,
     /// The bound port (differs from the configured one when that was 0).
     pub port: u16,
+    /// `port` as the X-Forwarded-Port value.
+    pub port_value: HeaderValue,
 }
 
 /// Handle one request on a client connection whose stream type is `S` (HTTP/2 streams,
 /// and HTTP/1 connections whose heads were not read by [`client_io::ClientIo`]).
 pub async fn handle<S>(
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     ctx: Arc<ListenerContext>,
     client: SocketAddr,
 ) -> Result<Response<ProxyBody>, Infallible>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    req.extensions_mut()
-        .insert(desync::Classification::COMPLIANT);
     let waiting = ClientWaiting::new(client);
     let resp = respond::<S>(req, &ctx, client).await;
     waiting.answered();
@@ -117,7 +138,10 @@ where
         }
         head::HeadAction::Serve { close_after } => close_after,
     };
-    req.extensions_mut().insert(verdict.classification);
+    if !verdict.classification.is_compliant() {
+        // Absent means compliant: most requests carry no extension (no allocation).
+        req.extensions_mut().insert(verdict.classification);
+    }
     req.headers_mut().remove(&headers::X_ALBATROSS_CLOSE_TARGET);
     if close_after {
         // Desync `Ambiguous` in defensive mode: the target connection is not reused
@@ -216,6 +240,7 @@ where
                 client,
                 protocol: ctx.protocol,
                 port: ctx.port,
+                port_value: ctx.port_value.clone(),
                 xff_mode: lb.xff_header_processing,
                 xff_client_port: lb.xff_client_port,
                 preserve_host_header: lb.preserve_host_header,
@@ -224,7 +249,7 @@ where
                 upgrade::upgrade::<S>(req, selection.in_flight, &fwd, ctx).await
             } else {
                 let in_flight = selection.in_flight;
-                forward::forward(req, &in_flight, &fwd, &ctx.runtime.client, lb.idle_timeout).await
+                forward::forward(req, &in_flight, &fwd, lb.connect_timeout, lb.idle_timeout).await
             };
             match result {
                 Ok(mut resp) => {

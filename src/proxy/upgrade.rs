@@ -8,12 +8,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::Full;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio_util::either::Either;
 use tracing::Instrument;
 
 use super::client_io::{join, ClientIo};
@@ -21,6 +20,7 @@ use super::headers::{strip_hop_by_hop, Forwarded};
 use super::{ListenerContext, ProxyBody, TargetError};
 use crate::target_group::InFlight;
 use crate::tunnel;
+use crate::upstream::PooledBody;
 use tokio_rustls::server::TlsStream;
 
 /// Relay an upgrade request to the target held by `in_flight`; a resulting tunnel keeps
@@ -56,33 +56,47 @@ where
         Ok(Ok(s)) => s,
     };
     let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| TargetError::Exchange(e.to_string()))?;
-    ctx.runtime.shutdown.tracker.spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!("Upgrade connection to target ended: {e}");
+
+    let (parts, target_end) = if body.is_end_stream() {
+        // The usual upgrade (a WebSocket handshake has no body): write the head and read
+        // the answer's head here, without an HTTP client connection and its task.
+        match tokio::time::timeout(lb.idle_timeout, exchange_head(stream, &parts)).await {
+            Err(_) => return Err(TargetError::ResponseTimeout),
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(Exchanged::Switched(head, stream, rest))) => (head, TargetEnd::Raw(stream, rest)),
+            Ok(Ok(Exchanged::Answered(stream, received))) => {
+                return answer_without_switch(stream, received, parts.method, lb.idle_timeout)
+                    .await;
+            }
         }
-    });
-
-    let request = Request::from_parts(parts, body);
-    let mut resp = match tokio::time::timeout(lb.idle_timeout, sender.send_request(request)).await {
-        Err(_) => return Err(TargetError::ResponseTimeout),
-        Ok(Err(e)) => return Err(TargetError::Exchange(e.to_string())),
-        Ok(Ok(r)) => r,
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| TargetError::Exchange(e.to_string()))?;
+        ctx.runtime.shutdown.tracker.spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!("Upgrade connection to target ended: {e}");
+            }
+        });
+        let request = Request::from_parts(parts, body);
+        let mut resp =
+            match tokio::time::timeout(lb.idle_timeout, sender.send_request(request)).await {
+                Err(_) => return Err(TargetError::ResponseTimeout),
+                Ok(Err(e)) => return Err(TargetError::Exchange(e.to_string())),
+                Ok(Ok(r)) => r,
+            };
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers, false);
+            return Ok(Response::from_parts(
+                parts,
+                http_body_util::Either::Left(PooledBody::unpooled(body)),
+            ));
+        }
+        let target_upgrade = hyper::upgrade::on(&mut resp);
+        (resp.into_parts().0, TargetEnd::Hyper(target_upgrade))
     };
-
-    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers, false);
-        return Ok(Response::from_parts(
-            parts,
-            http_body_util::Either::Left(body),
-        ));
-    }
-
-    let target_upgrade = hyper::upgrade::on(&mut resp);
-    let (mut parts, _) = resp.into_parts();
+    let mut parts = parts;
     strip_hop_by_hop(&mut parts.headers, true);
 
     let span = tracing::info_span!("tunnel", client = %fwd.client, %target);
@@ -94,7 +108,7 @@ where
     ctx.runtime.shutdown.tracker.spawn(
         async move {
             let started = Instant::now();
-            let (client, target) = match tokio::join!(client_upgrade, target_upgrade) {
+            let (client, target) = match tokio::join!(client_upgrade, target_end.raw()) {
                 (Ok(c), Ok(t)) => (c, t),
                 (Err(e), _) | (_, Err(e)) => {
                     tracing::info!("The upgrade did not complete: {e}.");
@@ -124,85 +138,281 @@ where
     ))
 }
 
-/// Recover the raw streams (and the bytes already read past each head, in order) so
-/// the tunnel holds no HTTP state: no hyper buffers, no `ClientIo` timer or buffers.
-/// A plaintext TCP client with a TCP target takes the zero-copy `tunnel::splice_tcp`;
-/// a TLS client the buffered `tunnel::splice`. Should a downcast ever fail, the
-/// upgraded wrappers are spliced as they are.
+/// Recover the raw client stream (and the bytes already read past its head, in order)
+/// so the tunnel holds no HTTP state: no hyper buffers, no `ClientIo` timer or buffers.
+/// The target side comes raw, with the bytes read past the 101. A plaintext TCP client
+/// takes the zero-copy `tunnel::splice_tcp`; a TLS client the buffered `tunnel::splice`.
+/// Should the client downcast ever fail, the upgraded wrapper is spliced as it is.
 async fn splice_upgraded<S>(
     client: Upgraded,
-    target: Upgraded,
+    (target, target_prefix): (TcpStream, Bytes),
     idle_timeout: std::time::Duration,
     cancel: tokio_util::sync::CancellationToken,
 ) -> (tunnel::TunnelReport, &'static str)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let target = match target.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => Ok((parts.io.into_inner(), parts.read_buf)),
-        Err(upgraded) => Err(upgraded),
-    };
     let client = match client.downcast::<TokioIo<ClientIo<TcpStream>>>() {
         Ok(parts) => {
             let (tcp, unread) = parts.io.into_inner().into_inner();
             let prefix = join(parts.read_buf, unread);
-            if let Ok((target, target_prefix)) = target {
-                let report =
-                    tunnel::splice_tcp(tcp, prefix, target, target_prefix, idle_timeout, cancel)
-                        .await;
-                return (report, "splice");
-            }
-            let report = splice_any(tcp, prefix, target, idle_timeout, cancel).await;
-            return (report, "buffered");
+            let report =
+                tunnel::splice_tcp(tcp, prefix, target, target_prefix, idle_timeout, cancel).await;
+            return (report, "splice");
         }
         Err(upgraded) => upgraded,
     };
-    let client = match client.downcast::<TokioIo<ClientIo<TlsStream<TcpStream>>>>() {
+    let report = match client.downcast::<TokioIo<ClientIo<TlsStream<TcpStream>>>>() {
         Ok(parts) => {
             let (tls, unread) = parts.io.into_inner().into_inner();
             let prefix = join(parts.read_buf, unread);
-            let report = splice_any(tls, prefix, target, idle_timeout, cancel).await;
-            return (report, "buffered");
+            tunnel::splice(tls, prefix, target, target_prefix, idle_timeout, cancel).await
         }
-        Err(upgraded) => upgraded,
-    };
-    let report = match client.downcast::<TokioIo<S>>() {
-        Ok(parts) => {
-            let prefix = parts.read_buf;
-            splice_any(parts.io.into_inner(), prefix, target, idle_timeout, cancel).await
-        }
-        Err(upgraded) => {
-            let client = TokioIo::new(upgraded);
-            splice_any(client, Bytes::new(), target, idle_timeout, cancel).await
-        }
+        Err(upgraded) => match upgraded.downcast::<TokioIo<S>>() {
+            Ok(parts) => {
+                let (client, prefix) = (parts.io.into_inner(), parts.read_buf);
+                tunnel::splice(client, prefix, target, target_prefix, idle_timeout, cancel).await
+            }
+            Err(upgraded) => {
+                let client = TokioIo::new(upgraded);
+                tunnel::splice(
+                    client,
+                    Bytes::new(),
+                    target,
+                    target_prefix,
+                    idle_timeout,
+                    cancel,
+                )
+                .await
+            }
+        },
     };
     (report, "buffered")
 }
 
-/// The buffered splice, with the target either recovered or still upgraded.
-async fn splice_any<C>(
-    client: C,
-    client_prefix: Bytes,
-    target: Result<(TcpStream, Bytes), Upgraded>,
+/// The target end of an upgrade once its `101` is in.
+enum TargetEnd {
+    /// Read by [`exchange_head`]: the stream and the bytes that followed the head.
+    Raw(TcpStream, Bytes),
+    /// Through a hyper client connection (requests with a body).
+    Hyper(hyper::upgrade::OnUpgrade),
+}
+
+impl TargetEnd {
+    async fn raw(self) -> Result<(TcpStream, Bytes), hyper::Error> {
+        match self {
+            TargetEnd::Raw(stream, rest) => Ok((stream, rest)),
+            TargetEnd::Hyper(on) => {
+                let upgraded = on.await?;
+                match upgraded.downcast::<TokioIo<TcpStream>>() {
+                    Ok(parts) => Ok((parts.io.into_inner(), parts.read_buf)),
+                    // The connection was made over `TokioIo<TcpStream>` just above.
+                    Err(_) => unreachable!("an upgraded target connection is a TcpStream"),
+                }
+            }
+        }
+    }
+}
+
+/// Upper bound on a target's response head during an upgrade (hyper's own is larger;
+/// a WebSocket answer is a few hundred bytes).
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Headers in a target's response head (hyper's client default).
+const MAX_RESPONSE_HEADERS: usize = 100;
+
+/// What the target answered an upgrade request with.
+enum Exchanged {
+    /// `101`: the head as a response, the stream, and the bytes after the head.
+    Switched(http::response::Parts, TcpStream, Bytes),
+    /// Anything else: the stream and everything read from it so far.
+    Answered(TcpStream, bytes::BytesMut),
+}
+
+/// Write the request head `parts` (no body) and read the target's response head.
+/// Interim `1xx` answers other than `101` are skipped, as an HTTP client does.
+async fn exchange_head(
+    mut stream: TcpStream,
+    parts: &http::request::Parts,
+) -> Result<Exchanged, TargetError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(parts.method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(
+        parts
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .as_bytes(),
+    );
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    let io_error = |e: std::io::Error| TargetError::Exchange(e.to_string());
+    stream.write_all(&head).await.map_err(io_error)?;
+
+    let mut buf = bytes::BytesMut::with_capacity(1024);
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let code = resp.code.unwrap_or(0);
+                if code == 101 {
+                    let parts = response_parts(&resp)?;
+                    let rest = buf.split_off(len).freeze();
+                    return Ok(Exchanged::Switched(parts, stream, rest));
+                }
+                if (100..200).contains(&code) {
+                    let _ = buf.split_to(len);
+                    continue;
+                }
+                return Ok(Exchanged::Answered(stream, buf));
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(e) => {
+                return Err(TargetError::Exchange(format!(
+                    "the target's answer to the upgrade is not HTTP/1.1: {e}"
+                )))
+            }
+        }
+        if buf.len() >= MAX_RESPONSE_HEAD {
+            return Err(TargetError::Exchange(
+                "the target's answer to the upgrade has a head that is too large".to_string(),
+            ));
+        }
+        buf.reserve(1024);
+        if stream.read_buf(&mut buf).await.map_err(io_error)? == 0 {
+            return Err(TargetError::Exchange(
+                "the target closed the connection before answering the upgrade".to_string(),
+            ));
+        }
+    }
+}
+
+/// A parsed `101` head as response parts (version HTTP/1.1; a reason phrase other than
+/// the canonical one is kept, as hyper does).
+fn response_parts(resp: &httparse::Response<'_, '_>) -> Result<http::response::Parts, TargetError> {
+    let bad = |what: &str| TargetError::Exchange(format!("the target's 101 has {what}"));
+    let mut out = Response::new(());
+    *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = out.headers_mut();
+    headers.reserve(resp.headers.len());
+    for h in resp.headers.iter() {
+        let name = http::HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| bad("an invalid header name"))?;
+        let value =
+            http::HeaderValue::from_bytes(h.value).map_err(|_| bad("an invalid header value"))?;
+        headers.append(name, value);
+    }
+    if let Some(reason) = resp.reason {
+        if Some(reason) != StatusCode::SWITCHING_PROTOCOLS.canonical_reason() {
+            if let Ok(p) = hyper::ext::ReasonPhrase::try_from(reason.as_bytes()) {
+                out.extensions_mut().insert(p);
+            }
+        }
+    }
+    Ok(out.into_parts().0)
+}
+
+/// Relay a target's answer other than `101` as an ordinary response: hyper reads it
+/// (with its body) from the bytes already received and then the stream; the request it
+/// believes it sends goes nowhere, since the real one was already written.
+async fn answer_without_switch(
+    stream: TcpStream,
+    received: bytes::BytesMut,
+    method: http::Method,
     idle_timeout: std::time::Duration,
-    cancel: tokio_util::sync::CancellationToken,
-) -> tunnel::TunnelReport
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-{
-    let (target, target_prefix) = match target {
-        Ok((target, prefix)) => (Either::Left(target), prefix),
-        Err(upgraded) => (Either::Right(TokioIo::new(upgraded)), Bytes::new()),
+) -> Result<Response<ProxyBody>, TargetError> {
+    let io = Replayed {
+        received: received.freeze(),
+        stream,
+        sent: false,
+        reader: None,
     };
-    tunnel::splice(
-        client,
-        client_prefix,
-        target,
-        target_prefix,
-        idle_timeout,
-        cancel,
-    )
-    .await
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| TargetError::Exchange(e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("Connection to target after a refused upgrade ended: {e}");
+        }
+    });
+    let mut request = Request::new(http_body_util::Empty::<Bytes>::new());
+    *request.method_mut() = method;
+    let resp = match tokio::time::timeout(idle_timeout, sender.send_request(request)).await {
+        Err(_) => return Err(TargetError::ResponseTimeout),
+        Ok(Err(e)) => return Err(TargetError::Exchange(e.to_string())),
+        Ok(Ok(r)) => r,
+    };
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    Ok(Response::from_parts(
+        parts,
+        http_body_util::Either::Left(PooledBody::unpooled(body)),
+    ))
+}
+
+/// A target stream whose first bytes were already read (`received`); writes are
+/// discarded (the request went out before). Nothing is readable until hyper has
+/// "sent" its request, or it would take the answer for an unsolicited one.
+struct Replayed {
+    received: Bytes,
+    stream: TcpStream,
+    sent: bool,
+    reader: Option<std::task::Waker>,
+}
+
+impl AsyncRead for Replayed {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if !self.sent {
+            self.reader = Some(cx.waker().clone());
+            return std::task::Poll::Pending;
+        }
+        if !self.received.is_empty() {
+            let n = self.received.len().min(buf.remaining());
+            buf.put_slice(&self.received.split_to(n));
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Replayed {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.sent = true;
+        if let Some(w) = self.reader.take() {
+            w.wake();
+        }
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// The one recorded reason a tunnel ended.

@@ -19,6 +19,7 @@ use super::health_state::{
 };
 use crate::config::model::{Algorithm, HealthCheckPort, TargetGroup, TargetGroupId};
 use crate::shutdown::Shutdown;
+use crate::upstream::IdleConns;
 
 /// How a target may be routed to, mirrored from its health for lock-free picks.
 const ROUTE_HEALTHY: u8 = 0;
@@ -48,6 +49,8 @@ pub struct Target {
     /// Cancelled when the deregistration delay ends: closes the target's tunnels and
     /// cuts requests still waiting for it. A child of the shutdown's `close_all`.
     drain: CancellationToken,
+    /// Idle keep-alive connections for requests to this target.
+    conns: Arc<IdleConns>,
 }
 
 impl Target {
@@ -59,6 +62,11 @@ impl Target {
     /// Cancelled when the target's deregistration delay has ended.
     pub fn drain_token(&self) -> &CancellationToken {
         &self.drain
+    }
+
+    /// Idle keep-alive connections to this target.
+    pub fn conns(&self) -> &Arc<IdleConns> {
+        &self.conns
     }
 
     pub fn health(&self) -> TargetHealth {
@@ -209,6 +217,7 @@ impl TargetGroupState {
             slow_start_from: AtomicU64::new(0),
             outstanding: AtomicUsize::new(0),
             drain: self.shutdown.close_all.child_token(),
+            conns: Arc::default(),
         });
         target.sync_route(&health);
         let mut next = Vec::with_capacity(current.len() + 1);
@@ -263,6 +272,7 @@ impl TargetGroupState {
             }
             let open = target.outstanding();
             target.drain.cancel();
+            target.conns.clear();
             group.remove(&target);
             tracing::info!(
                 target_group = %group.name,
