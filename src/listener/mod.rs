@@ -5,7 +5,9 @@
 
 pub mod tls;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ use tracing::Instrument;
 
 use crate::proxy::client_io::{ClientIo, ConnState};
 use crate::proxy::{self, head, ListenerContext};
+use crate::shutdown::Shutdown;
 
 /// ALB serves up to 128 concurrent streams on one HTTP/2 connection.
 const MAX_CONCURRENT_STREAMS: u32 = 128;
@@ -109,16 +112,7 @@ where
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shutdown.stop_accepting.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            tokio::select! {
-                r = conn.as_mut() => r,
-                _ = shutdown.close_all.cancelled() => Ok(()),
-            }
-        }
-    };
+    let result = until_shutdown(conn, &shutdown, |c| c.graceful_shutdown()).await;
     if let Err(e) = result {
         tracing::debug!("Client connection ended with an error: {e}.");
     }
@@ -140,17 +134,31 @@ where
         .max_header_list_size(head::MAX_HEAD as u32)
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let result = tokio::select! {
+    let result = until_shutdown(conn, &shutdown, |c| c.graceful_shutdown()).await;
+    if let Err(e) = result {
+        tracing::debug!("HTTP/2 client connection ended with an error: {e}.");
+    }
+}
+
+/// Drive one client connection to its end. When shutdown stops accepting, the
+/// connection is asked to finish gracefully (its current requests complete, nothing new
+/// is read); when shutdown closes everything, it is dropped where it stands.
+async fn until_shutdown<C, E>(
+    mut conn: Pin<&mut C>,
+    shutdown: &Shutdown,
+    graceful: impl FnOnce(Pin<&mut C>),
+) -> Result<(), E>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    tokio::select! {
         r = conn.as_mut() => r,
         _ = shutdown.stop_accepting.cancelled() => {
-            conn.as_mut().graceful_shutdown();
+            graceful(conn.as_mut());
             tokio::select! {
-                r = conn.as_mut() => r,
+                r = conn => r,
                 _ = shutdown.close_all.cancelled() => Ok(()),
             }
         }
-    };
-    if let Err(e) = result {
-        tracing::debug!("HTTP/2 client connection ended with an error: {e}.");
     }
 }
