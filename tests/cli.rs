@@ -74,3 +74,24 @@ fn backend_rejects_a_bad_duration() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("soon"), "{stderr}");
 }
+
+#[test]
+fn logs_to_a_pipe_carry_no_terminal_colours() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = albatross()
+        .args(["backend", "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut line = String::new();
+    let mut reader = BufReader::new(stderr);
+    // The backend logs one line once it listens; EOF would mean it died.
+    while reader.read_line(&mut line).unwrap() > 0 && !line.contains("listening") {}
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains("Heartbeat backend listening"), "{line:?}");
+    assert!(!line.contains('\u{1b}'), "an escape sequence in {line:?}");
+}

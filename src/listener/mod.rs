@@ -58,31 +58,45 @@ pub async fn run_accept_loop(
         let ctx = ctx.clone();
         let tls = tls.clone();
         let span = tracing::debug_span!("conn", client = %peer, port = ctx.port);
-        shutdown
-            .tracker
-            .spawn(handle_connection(stream, peer, ctx, tls).instrument(span));
+        let _ = stream.set_nodelay(true);
+        // Each kind of connection is its own task, sized for what it holds: a plain
+        // connection's task never carries room for a TLS stream or an HTTP/2 server.
+        match tls {
+            None => {
+                shutdown
+                    .tracker
+                    .spawn(serve_http1(stream, peer, ctx).instrument(span));
+            }
+            Some(acceptor) => {
+                shutdown
+                    .tracker
+                    .spawn(handshake_then_serve(stream, peer, ctx, acceptor).instrument(span));
+            }
+        }
     }
 }
 
-async fn handle_connection(
+/// Complete the TLS handshake (bounded), then serve the connection in a task of its own
+/// with the protocol ALPN chose, so the handshake's state is freed before serving.
+async fn handshake_then_serve(
     stream: TcpStream,
     peer: SocketAddr,
     ctx: Arc<ListenerContext>,
-    tls: Option<TlsAcceptor>,
+    acceptor: TlsAcceptor,
 ) {
-    let _ = stream.set_nodelay(true);
-    match tls {
-        None => serve_http1(stream, peer, ctx).await,
-        Some(acceptor) => {
-            let timeout = ctx.runtime.config.load_balancer.tls_handshake_timeout;
-            match tls::accept(&acceptor, stream, timeout).await {
-                Ok(tls_stream) if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
-                    serve_http2(tls_stream, peer, ctx).await
-                }
-                Ok(tls_stream) => serve_http1(tls_stream, peer, ctx).await,
-                Err(e) => tracing::debug!("{e}"),
-            }
+    let timeout = ctx.runtime.config.load_balancer.tls_handshake_timeout;
+    let tls_stream = match tls::accept(&acceptor, stream, timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!("{e}");
+            return;
         }
+    };
+    let tracker = &ctx.runtime.shutdown.tracker;
+    if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        tracker.spawn(serve_http2(tls_stream, peer, ctx.clone()).in_current_span());
+    } else {
+        tracker.spawn(serve_http1(tls_stream, peer, ctx.clone()).in_current_span());
     }
 }
 

@@ -105,33 +105,33 @@ where
     // and which one fired tells deregistration from shutdown.
     let cancel = in_flight.target().drain_token().child_token();
     let shutting_down = ctx.runtime.shutdown.close_all.clone();
-    ctx.runtime.shutdown.tracker.spawn(
-        async move {
-            let started = Instant::now();
-            let (client, target) = match tokio::join!(client_upgrade, target_end.raw()) {
-                (Ok(c), Ok(t)) => (c, t),
-                (Err(e), _) | (_, Err(e)) => {
-                    tracing::info!("The upgrade did not complete: {e}.");
-                    return;
-                }
-            };
-            let (report, path) = splice_upgraded::<S>(client, target, idle_timeout, cancel).await;
-            let cause = CloseCause::of(report.end, shutting_down.is_cancelled());
-            drop(in_flight);
-            tracing::info!(
-                cause = cause.as_str(),
-                path,
-                end = ?report.end,
-                client_to_target = report.client_to_target,
-                target_to_client = report.target_to_client,
-                duration_ms = started.elapsed().as_millis() as u64,
-                "Tunnel closed ({}): {}.",
-                cause.as_str(),
-                describe_end(report.end, cause)
-            );
-        }
-        .instrument(span),
-    );
+    let tunnel = async move {
+        let started = Instant::now();
+        let (client, target) = match tokio::join!(client_upgrade, target_end.raw()) {
+            (Ok(c), Ok(t)) => (c, t),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::info!("The upgrade did not complete: {e}.");
+                return;
+            }
+        };
+        let (splice, path) = splice_upgraded::<S>(client, target, idle_timeout, cancel);
+        let report = splice.await;
+        let cause = CloseCause::of(report.end, shutting_down.is_cancelled());
+        drop(in_flight);
+        tracing::info!(
+            cause = cause.as_str(),
+            path,
+            end = ?report.end,
+            client_to_target = report.client_to_target,
+            target_to_client = report.target_to_client,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "Tunnel closed ({}): {}.",
+            cause.as_str(),
+            describe_end(report.end, cause)
+        );
+    }
+    .instrument(span);
+    ctx.runtime.shutdown.tracker.spawn(tunnel);
     Ok(Response::from_parts(
         parts,
         http_body_util::Either::Right(Full::new(Bytes::new())),
@@ -143,52 +143,69 @@ where
 /// The target side comes raw, with the bytes read past the 101. A plaintext TCP client
 /// takes the zero-copy `tunnel::splice_tcp`; a TLS client the buffered `tunnel::splice`.
 /// Should the client downcast ever fail, the upgraded wrapper is spliced as it is.
-async fn splice_upgraded<S>(
+fn splice_upgraded<S>(
     client: Upgraded,
     (target, target_prefix): (TcpStream, Bytes),
     idle_timeout: std::time::Duration,
     cancel: tokio_util::sync::CancellationToken,
-) -> (tunnel::TunnelReport, &'static str)
+) -> (TunnelFuture, &'static str)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Not an `async fn`: each variant's future is boxed at its own size, so the task
+    // that holds a tunnel for its whole life is not as large as the largest variant (a
+    // TLS stream is kilobytes) and an idle plain tunnel holds only what it needs.
     let client = match client.downcast::<TokioIo<ClientIo<TcpStream>>>() {
         Ok(parts) => {
             let (tcp, unread) = parts.io.into_inner().into_inner();
             let prefix = join(parts.read_buf, unread);
-            let report =
-                tunnel::splice_tcp(tcp, prefix, target, target_prefix, idle_timeout, cancel).await;
-            return (report, "splice");
+            let splice =
+                tunnel::splice_tcp(tcp, prefix, target, target_prefix, idle_timeout, cancel);
+            return (Box::pin(splice), "splice");
         }
         Err(upgraded) => upgraded,
     };
-    let report = match client.downcast::<TokioIo<ClientIo<TlsStream<TcpStream>>>>() {
+    let splice: TunnelFuture = match client.downcast::<TokioIo<ClientIo<TlsStream<TcpStream>>>>() {
         Ok(parts) => {
             let (tls, unread) = parts.io.into_inner().into_inner();
             let prefix = join(parts.read_buf, unread);
-            tunnel::splice(tls, prefix, target, target_prefix, idle_timeout, cancel).await
+            Box::pin(tunnel::splice(
+                tls,
+                prefix,
+                target,
+                target_prefix,
+                idle_timeout,
+                cancel,
+            ))
         }
         Err(upgraded) => match upgraded.downcast::<TokioIo<S>>() {
             Ok(parts) => {
                 let (client, prefix) = (parts.io.into_inner(), parts.read_buf);
-                tunnel::splice(client, prefix, target, target_prefix, idle_timeout, cancel).await
-            }
-            Err(upgraded) => {
-                let client = TokioIo::new(upgraded);
-                tunnel::splice(
+                Box::pin(tunnel::splice(
                     client,
-                    Bytes::new(),
+                    prefix,
                     target,
                     target_prefix,
                     idle_timeout,
                     cancel,
-                )
-                .await
+                ))
             }
+            Err(upgraded) => Box::pin(tunnel::splice(
+                TokioIo::new(upgraded),
+                Bytes::new(),
+                target,
+                target_prefix,
+                idle_timeout,
+                cancel,
+            )),
         },
     };
-    (report, "buffered")
+    (splice, "buffered")
 }
+
+/// A tunnel, boxed at its own size.
+type TunnelFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = tunnel::TunnelReport> + Send>>;
 
 /// The target end of an upgrade once its `101` is in.
 enum TargetEnd {
