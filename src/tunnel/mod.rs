@@ -97,11 +97,22 @@ where
     drive::drive(
         client,
         target,
-        BufferedCopy::new(client_prefix),
-        BufferedCopy::new(target_prefix),
+        BufferedCopy::new(detached(client_prefix)),
+        BufferedCopy::new(detached(target_prefix)),
         idle_timeout,
         cancel,
     )
+}
+
+/// `prefix` in an allocation of its own. A prefix is usually a slice of the read
+/// buffer its head came in (kilobytes); keeping the slice would keep that whole buffer
+/// for the tunnel's life.
+fn detached(prefix: Bytes) -> Bytes {
+    if prefix.is_empty() {
+        Bytes::new()
+    } else {
+        Bytes::copy_from_slice(&prefix)
+    }
 }
 
 /// [`splice`] for a plaintext TCP client and a TCP target: same contract and
@@ -120,13 +131,13 @@ pub fn splice_tcp(
 ) -> impl Future<Output = TunnelReport> {
     #[cfg(target_os = "linux")]
     let (up, down) = (
-        zero_copy::SpliceCopy::new(client_prefix),
-        zero_copy::SpliceCopy::new(target_prefix),
+        zero_copy::SpliceCopy::new(detached(client_prefix)),
+        zero_copy::SpliceCopy::new(detached(target_prefix)),
     );
     #[cfg(not(target_os = "linux"))]
     let (up, down) = (
-        BufferedCopy::new(client_prefix),
-        BufferedCopy::new(target_prefix),
+        BufferedCopy::new(detached(client_prefix)),
+        BufferedCopy::new(detached(target_prefix)),
     );
     drive::drive(client, target, up, down, idle_timeout, cancel)
 }

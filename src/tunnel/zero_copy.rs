@@ -110,6 +110,10 @@ impl Spliced {
                     }
                     Poll::Ready(Ok(n)) => {
                         self.prefix.advance(n);
+                        if self.prefix.is_empty() {
+                            // Let go of the prefix's allocation, not just its bytes.
+                            self.prefix = Bytes::new();
+                        }
                         self.transferred += n as u64;
                         *activity = true;
                         continue;
