@@ -141,7 +141,8 @@ where
 /// Recover the raw client stream (and the bytes already read past its head, in order)
 /// so the tunnel holds no HTTP state: no hyper buffers, no `ClientIo` timer or buffers.
 /// The target side comes raw, with the bytes read past the 101. A plaintext TCP client
-/// takes the zero-copy `tunnel::splice_tcp`; a TLS client the buffered `tunnel::splice`.
+/// takes `tunnel::splice_tcp` (path `splice`: recv/send for small messages, splice(2)
+/// for bulk); a TLS client the buffered `tunnel::splice` (path `buffered`).
 /// Should the client downcast ever fail, the upgraded wrapper is spliced as it is.
 fn splice_upgraded<S>(
     client: Upgraded,

@@ -119,12 +119,27 @@ enum Phase {
     Done,
 }
 
+/// How a [`BufferedCopy::poll_copy`] that returned `Ready(Ok)` stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Copied {
+    /// EOF was passed on and the writer is shut down.
+    Done,
+    /// `bulk_after` consecutive reads filled the whole buffer and every byte
+    /// read so far is written: the stream looks like bulk. The direction is
+    /// still open, with nothing held, so another transport can take over.
+    Bulk,
+}
+
 /// Copies through a buffer borrowed from the pool only while bytes are in flight.
 pub(crate) struct BufferedCopy {
     held: Held,
     phase: Phase,
     need_flush: bool,
     transferred: u64,
+    /// Stop with [`Copied::Bulk`] after this many consecutive full reads (0: never).
+    bulk_after: u32,
+    /// Consecutive reads that filled the whole buffer.
+    full_reads: u32,
 }
 
 impl BufferedCopy {
@@ -139,6 +154,18 @@ impl BufferedCopy {
             phase: Phase::Open,
             need_flush: false,
             transferred: 0,
+            bulk_after: 0,
+            full_reads: 0,
+        }
+    }
+
+    /// Makes [`BufferedCopy::poll_copy`] stop with [`Copied::Bulk`] once
+    /// `reads` consecutive reads filled the whole buffer (0: never).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn bulk_after(self, reads: u32) -> Self {
+        BufferedCopy {
+            bulk_after: reads,
+            ..self
         }
     }
 
@@ -152,18 +179,24 @@ impl BufferedCopy {
     }
 }
 
-impl<R, W> Direction<R, W> for BufferedCopy
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    fn poll_transfer(
+impl BufferedCopy {
+    /// [`Direction::poll_transfer`], which can also stop early with
+    /// [`Copied::Bulk`] (see [`BufferedCopy::bulk_after`]).
+    ///
+    /// A read shorter than the buffer clears the reader's readiness (tokio's
+    /// `TcpStream::poll_read` does so on epoll), so a small message costs one
+    /// read and one write, and no read that ends in `EAGAIN`.
+    pub(crate) fn poll_copy<R, W>(
         &mut self,
         cx: &mut Context<'_>,
         from: &mut R,
         to: &mut W,
         activity: &mut bool,
-    ) -> Poll<Result<(), Fault>> {
+    ) -> Poll<Result<Copied, Fault>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         loop {
             // 1. Write out whatever is held.
             let pending = self.held.pending();
@@ -186,7 +219,7 @@ where
             }
 
             match self.phase {
-                Phase::Done => return Poll::Ready(Ok(())),
+                Phase::Done => return Poll::Ready(Ok(Copied::Done)),
                 // 2. EOF: pass it on as a shutdown of the write half (flushes first).
                 Phase::Eof => {
                     return match Pin::new(&mut *to).poll_shutdown(cx) {
@@ -198,11 +231,17 @@ where
                         Poll::Ready(_) => {
                             self.phase = Phase::Done;
                             self.need_flush = false;
-                            Poll::Ready(Ok(()))
+                            Poll::Ready(Ok(Copied::Done))
                         }
                     };
                 }
                 Phase::Open => {}
+            }
+            if self.bulk_after != 0 && self.full_reads >= self.bulk_after {
+                // Everything read is written; let a bulk transport take over.
+                // (A TCP stream needs no flush.)
+                self.full_reads = 0;
+                return Poll::Ready(Ok(Copied::Bulk));
             }
 
             // 3. Read into a borrowed buffer; give it back unless bytes arrived.
@@ -223,6 +262,11 @@ where
                 }
                 Poll::Ready(Ok(())) => {
                     let end = read_buf.filled().len();
+                    if end == read_buf.capacity() {
+                        self.full_reads = self.full_reads.saturating_add(1);
+                    } else {
+                        self.full_reads = 0;
+                    }
                     if end == 0 {
                         self.phase = Phase::Eof;
                     } else {
@@ -231,6 +275,31 @@ where
                     }
                 }
                 Poll::Ready(Err(err)) => return Poll::Ready(Err(Fault::reader(&err))),
+            }
+        }
+    }
+}
+
+impl<R, W> Direction<R, W> for BufferedCopy
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    fn poll_transfer(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &mut R,
+        to: &mut W,
+        activity: &mut bool,
+    ) -> Poll<Result<(), Fault>> {
+        loop {
+            match self.poll_copy(cx, from, to, activity) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(Copied::Done)) => return Poll::Ready(Ok(())),
+                // Only a copy built with `bulk_after` stops for bulk; one
+                // polled as a plain direction just keeps copying.
+                Poll::Ready(Ok(Copied::Bulk)) => continue,
+                Poll::Ready(Err(fault)) => return Poll::Ready(Err(fault)),
             }
         }
     }

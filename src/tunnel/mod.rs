@@ -6,10 +6,10 @@
 //! flight, so an idle tunnel holds no buffer. The idle timeout is one sleep
 //! plus an activity stamp ([`idle`]). Directions sit behind a small trait
 //! ([`direction::Direction`]): [`splice`] copies any stream pair through user
-//! space, and [`splice_tcp`] moves plaintext TCP↔TCP bytes with splice(2)
-//! through a kernel pipe that a direction holds only while bytes are in flight
-//! (`zero_copy`, `pipe`), falling back to the buffered copy where splice is
-//! not available.
+//! space, and [`splice_tcp`] copies plaintext TCP↔TCP bytes the same way
+//! while messages are small and moves bulk with splice(2) through a kernel
+//! pipe that a direction holds only while bytes are in flight (`zero_copy`,
+//! `pipe`), falling back to the buffered copy where splice is not available.
 //!
 //! This module owns shutting down and dropping both sockets once a tunnel
 //! ends; it never writes WebSocket frames (an idle close sends no close frame,
@@ -116,11 +116,14 @@ fn detached(prefix: Bytes) -> Bytes {
 }
 
 /// [`splice`] for a plaintext TCP client and a TCP target: same contract and
-/// report, but on Linux the bytes move socket → pipe → socket with splice(2)
-/// and never enter user space. Each direction takes a pipe from a per-thread
-/// pool only while bytes are in flight, so an idle tunnel holds no pipe (and
-/// no copy buffer). Where splice is unsupported, or no pipe can be had, the
-/// affected direction falls back to the buffered copy.
+/// report, but on Linux each direction adapts to its traffic. It starts
+/// copying through a pooled buffer (one recv and one send per small message)
+/// and, once a read fills the whole buffer, moves bytes socket → pipe →
+/// socket with splice(2) so bulk never enters user space; after a run of
+/// small reads it copies again (see `zero_copy` for the rule). A direction
+/// holds a buffer or a pipe only while bytes are in flight, so an idle tunnel
+/// holds neither. Where splice is unsupported, or no pipe can be had, the
+/// affected direction copies for the rest of the tunnel.
 pub fn splice_tcp(
     client: TcpStream,
     client_prefix: Bytes,

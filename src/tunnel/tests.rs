@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::{pipe, pool, splice, splice_tcp, TunnelEnd, TunnelReport};
+use super::{pipe, pool, splice, splice_tcp, zero_copy, TunnelEnd, TunnelReport};
 
 mod tls;
 
@@ -442,6 +442,7 @@ async fn idle_tunnel_holds_no_copy_buffer_or_pipe(path: Path) {
 #[tokio::test]
 async fn spliced_tunnel_falls_back_to_buffered_when_splice_is_unsupported() {
     pipe::pretend_unsupported(true);
+    let switches = zero_copy::switches_on_this_thread();
     let mut t = Tunnel::start(Path::Spliced, b"pre ", b"", Duration::from_secs(30)).await;
     let payload = pattern(200 * 1024, 5);
     let (sent, got) = tokio::join!(
@@ -451,6 +452,8 @@ async fn spliced_tunnel_falls_back_to_buffered_when_splice_is_unsupported() {
     sent.unwrap();
     assert_eq!(&got[..4], b"pre ");
     assert!(got[4..] == payload[..]);
+    // The bulk did try splice (and was refused), and never switched back.
+    assert_eq!(switches_since(switches), (1, 0));
     t.target.write_all(b"pong").await.unwrap();
     t.target.shutdown().await.unwrap();
     assert_eq!(read_to_eof(&mut t.client).await.unwrap(), b"pong");
@@ -515,4 +518,203 @@ async fn works_over_non_tcp_streams() {
     let r = report(task).await;
     assert_eq!(r.end, TunnelEnd::TargetClosed);
     assert_eq!((r.client_to_target, r.target_to_client), (64 * 1024, 13));
+}
+
+/// Switches copy → splice and splice → copy made since `before`.
+fn switches_since(before: (u64, u64)) -> (u64, u64) {
+    let now = zero_copy::switches_on_this_thread();
+    (now.0 - before.0, now.1 - before.1)
+}
+
+/// `count` messages of `len` bytes, each echoed by the target before the next
+/// is sent (so the proxy never sees two at once), as a chat or ping would.
+async fn ping_pong(t: &mut Tunnel, count: usize, len: usize, seed: u8) {
+    for i in 0..count {
+        let msg = pattern(len, seed.wrapping_add(i as u8));
+        t.client.write_all(&msg).await.unwrap();
+        let got = read_exact_n(&mut t.target, len).await;
+        assert!(got == msg, "message {i} client → target differs");
+        t.target.write_all(&got).await.unwrap();
+        let back = read_exact_n(&mut t.client, len).await;
+        assert!(back == msg, "message {i} target → client differs");
+    }
+}
+
+/// Sends `len` bytes client → target while the target reads them.
+async fn bulk_up(t: &mut Tunnel, len: usize, seed: u8) {
+    let payload = pattern(len, seed);
+    let (sent, got) = tokio::join!(
+        t.client.write_all(&payload),
+        read_exact_n(&mut t.target, len)
+    );
+    sent.unwrap();
+    assert!(got == payload, "bulk bytes client → target differ");
+}
+
+/// Small messages are recv'd and sent through the copy buffer: no pipe is
+/// ever taken and no direction switches to splice.
+#[tokio::test]
+async fn adaptive_small_writes_stay_in_copy_mode_and_arrive_intact() {
+    let pipes_before = pipe::taken_on_this_thread();
+    let switches = zero_copy::switches_on_this_thread();
+    let mut t = Tunnel::start(Path::Spliced, b"pre ", b"", Duration::from_secs(30)).await;
+    assert_eq!(read_exact_n(&mut t.target, 4).await, b"pre ");
+    ping_pong(&mut t, 200, 64, 7).await;
+    ping_pong(&mut t, 20, 4000, 8).await;
+    assert_eq!(
+        pipe::taken_on_this_thread(),
+        pipes_before,
+        "a pipe was taken"
+    );
+    assert_eq!(switches_since(switches), (0, 0));
+
+    t.cancel.cancel();
+    let r = report(t.task).await;
+    assert_eq!(r.end, TunnelEnd::Cancelled);
+    let small = 200 * 64 + 20 * 4000;
+    assert_eq!((r.client_to_target, r.target_to_client), (4 + small, small));
+}
+
+/// A bulk stream (8 MiB) fills the copy buffer, switches to splice, and
+/// arrives byte for byte.
+#[tokio::test]
+async fn adaptive_bulk_stream_switches_to_splice_and_arrives_intact() {
+    let pipes_before = pipe::taken_on_this_thread();
+    let switches = zero_copy::switches_on_this_thread();
+    let mut t = Tunnel::start(Path::Spliced, b"pre ", b"", Duration::from_secs(30)).await;
+    let len = 8 << 20;
+    let payload = pattern(len, 9);
+    let (sent, got) = tokio::join!(
+        t.client.write_all(&payload),
+        read_exact_n(&mut t.target, 4 + len)
+    );
+    sent.unwrap();
+    assert_eq!(&got[..4], b"pre ");
+    assert!(got[4..] == payload[..], "bulk bytes differ");
+    assert!(
+        switches_since(switches).0 >= 1,
+        "the bulk stream never switched to splice"
+    );
+    assert!(pipe::taken_on_this_thread() > pipes_before, "no pipe taken");
+
+    t.client.shutdown().await.unwrap();
+    assert_eq!(read_to_eof(&mut t.target).await.unwrap(), b"");
+    t.target.shutdown().await.unwrap();
+    assert_eq!(read_to_eof(&mut t.client).await.unwrap(), b"");
+    let r = report(t.task).await;
+    assert_eq!(r.end, TunnelEnd::ClientClosed);
+    assert_eq!(
+        (r.client_to_target, r.target_to_client),
+        (4 + len as u64, 0)
+    );
+}
+
+/// Small, then bulk, then small again: the direction switches to splice for
+/// the bulk, back to copy after a run of small messages (after which no pipe
+/// is taken), and then to splice again for the next bulk; every byte arrives
+/// in order and is counted.
+#[tokio::test]
+async fn adaptive_small_then_bulk_then_small_switches_both_ways() {
+    let runs = zero_copy::COPY_AFTER_SMALL_FILLS as usize;
+    let mut t = Tunnel::start(Path::Spliced, b"", b"", Duration::from_secs(30)).await;
+    let switches = zero_copy::switches_on_this_thread();
+    ping_pong(&mut t, 50, 64, 1).await;
+    assert_eq!(switches_since(switches), (0, 0), "small messages switched");
+
+    let switches = zero_copy::switches_on_this_thread();
+    bulk_up(&mut t, 4 << 20, 2).await;
+    assert!(
+        switches_since(switches).0 >= 1,
+        "bulk did not switch to splice"
+    );
+
+    // A run of small messages brings the direction back to copy mode...
+    let switches = zero_copy::switches_on_this_thread();
+    ping_pong(&mut t, 2 * runs, 64, 3).await;
+    assert_eq!(switches_since(switches), (0, 1), "no switch back to copy");
+    // ... where small messages take no pipe.
+    let pipes = pipe::taken_on_this_thread();
+    ping_pong(&mut t, 50, 100, 4).await;
+    assert_eq!(pipe::taken_on_this_thread(), pipes, "copy mode took a pipe");
+
+    let switches = zero_copy::switches_on_this_thread();
+    bulk_up(&mut t, 2 << 20, 5).await;
+    assert!(
+        switches_since(switches).0 >= 1,
+        "second bulk did not splice"
+    );
+    ping_pong(&mut t, 5, 64, 6).await;
+
+    t.client.shutdown().await.unwrap();
+    assert_eq!(read_to_eof(&mut t.target).await.unwrap(), b"");
+    t.target.shutdown().await.unwrap();
+    assert_eq!(read_to_eof(&mut t.client).await.unwrap(), b"");
+    let r = report(t.task).await;
+    assert_eq!(r.end, TunnelEnd::ClientClosed);
+    let small_up = (50 + 2 * runs as u64 + 5) * 64 + 50 * 100;
+    assert_eq!(
+        (r.client_to_target, r.target_to_client),
+        (small_up + (4 << 20) + (2 << 20), small_up)
+    );
+}
+
+/// EOF in copy mode: the FIN reaches the target after the last small
+/// message, and replies still flow.
+#[tokio::test]
+async fn adaptive_half_close_in_copy_mode() {
+    let switches = zero_copy::switches_on_this_thread();
+    let mut t = Tunnel::start(Path::Spliced, b"", b"", Duration::from_secs(30)).await;
+    ping_pong(&mut t, 3, 64, 1).await;
+    t.client.write_all(b"last words").await.unwrap();
+    t.client.shutdown().await.unwrap();
+    assert_eq!(read_to_eof(&mut t.target).await.unwrap(), b"last words");
+    t.target.write_all(b"reply after EOF").await.unwrap();
+    t.target.shutdown().await.unwrap();
+    assert_eq!(
+        read_to_eof(&mut t.client).await.unwrap(),
+        b"reply after EOF"
+    );
+    assert_eq!(switches_since(switches), (0, 0));
+
+    let r = report(t.task).await;
+    assert_eq!(r.end, TunnelEnd::ClientClosed);
+    assert_eq!(
+        (r.client_to_target, r.target_to_client),
+        (3 * 64 + 10, 3 * 64 + 15)
+    );
+}
+
+/// EOF in splice mode: a bulk stream followed at once by a FIN arrives whole,
+/// then the FIN; the other direction still flows.
+#[tokio::test]
+async fn adaptive_half_close_in_splice_mode() {
+    let switches = zero_copy::switches_on_this_thread();
+    let mut t = Tunnel::start(Path::Spliced, b"", b"", Duration::from_secs(30)).await;
+    let len = 3 << 20;
+    let payload = pattern(len, 11);
+    let client = &mut t.client;
+    let (sent, got) = tokio::join!(
+        async {
+            client.write_all(&payload).await?;
+            client.shutdown().await
+        },
+        read_to_eof(&mut t.target)
+    );
+    sent.unwrap();
+    assert!(got.unwrap() == payload, "bulk bytes before EOF differ");
+    assert_eq!(
+        switches_since(switches).0,
+        1,
+        "bulk did not switch to splice"
+    );
+
+    t.target.write_all(b"reply after EOF").await.unwrap();
+    t.target.shutdown().await.unwrap();
+    assert_eq!(
+        read_to_eof(&mut t.client).await.unwrap(),
+        b"reply after EOF"
+    );
+    let r = report(t.task).await;
+    assert_eq!(r.end, TunnelEnd::ClientClosed);
+    assert_eq!((r.client_to_target, r.target_to_client), (len as u64, 15));
 }
