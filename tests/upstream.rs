@@ -133,3 +133,69 @@ async fn a_response_the_client_abandons_does_not_return_its_connection() {
     assert_eq!(body_of(&resp), "ok");
     assert_eq!(counts.opened.load(Ordering::SeqCst), 2);
 }
+
+/// A keep-alive target whose answers to bodiless requests are framed in every way an
+/// HTTP/1.1 server may frame them: `Content-Length`, after an interim `100`, chunked, and
+/// close-delimited (then it closes).
+async fn framing_target() -> (SocketAddr, Arc<Counts>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counts = Arc::new(Counts::default());
+    let c = counts.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            c.opened.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                while let Some(head) = read_head(&mut s).await {
+                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                    let resp: &[u8] = match path.as_str() {
+                        "/interim" => {
+                            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                        }
+                        "/chunked" => {
+                            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+                        }
+                        "/close" => b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nok",
+                        _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                    };
+                    if s.write_all(resp).await.is_err() || path == "/close" {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, counts)
+}
+
+#[tokio::test]
+async fn answers_to_bodiless_requests_are_relayed_however_they_are_framed() {
+    let pki = Pki::new();
+    let (target, counts) = framing_target().await;
+    let proxy = start_proxy(&pki, &config(target)).await;
+    let addr = proxy.listener_addr(0);
+
+    for path in ["/", "/", "/interim", "/chunked", "/", "/chunked", "/"] {
+        let resp = get(addr, path).await;
+        assert_eq!(status_of(&resp), 200, "{path}: {resp}");
+        let body = body_of(&resp);
+        if path == "/chunked" {
+            assert_eq!(body, "2\r\nok\r\n0\r\n\r\n", "{path}: {resp}");
+        } else {
+            assert_eq!(body, "ok", "{path}: {resp}");
+        }
+    }
+    assert_eq!(
+        counts.opened.load(Ordering::SeqCst),
+        1,
+        "one connection, kept whatever the framing"
+    );
+
+    // A close-delimited answer ends its connection; the next request opens another.
+    let resp = get(addr, "/close").await;
+    assert_eq!(status_of(&resp), 200, "{resp}");
+    assert!(body_of(&resp).contains("ok"), "{resp}");
+    let resp = get(addr, "/").await;
+    assert_eq!(body_of(&resp), "ok", "{resp}");
+    assert_eq!(counts.opened.load(Ordering::SeqCst), 2);
+}

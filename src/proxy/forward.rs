@@ -8,12 +8,12 @@ use http::header::{HeaderValue, CONNECTION, HOST};
 use http::uri::{Parts, Uri};
 use http::{Method, Request, Response, Version};
 use http_body_util::Either;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 
 use super::headers::{connection_has, strip_hop_by_hop, Forwarded};
 use super::{ProxyBody, TargetError};
 use crate::target_group::InFlight;
-use crate::upstream::{self, ConnectError, PooledBody};
+use crate::upstream::{self, Conn, ConnectError, PooledBody, RawAnswer, RawError, Sender};
 
 /// Send `req` to the target held by `in_flight` and return its response, hop-by-hop
 /// headers removed. Waiting for the response is bounded by the idle timeout (504 when it
@@ -29,6 +29,8 @@ pub async fn forward(
     let (mut parts, body) = req.into_parts();
     let authority = parts.uri.authority().map(|a| a.as_str().to_string());
     strip_hop_by_hop(&mut parts.headers, false);
+    // X-Forwarded-For/-Proto/-Port, X-Amzn-Trace-Id and maybe Host: grow the map once.
+    parts.headers.reserve(5);
     fwd.apply(&mut parts.headers, authority.as_deref());
     if !parts.headers.contains_key(HOST) {
         // A request without Host (HTTP/1.0) names the target, as an HTTP client would.
@@ -38,20 +40,38 @@ pub async fn forward(
     parts.version = Version::HTTP_11;
     // `Connection: close` toward the target (desync mitigation): not reused afterwards.
     let reuse = !parts.headers.contains_key(CONNECTION);
-    let req = Request::from_parts(parts, body);
+    // A request without a body needs no hyper client (see `upstream`).
+    let bodiless = body.is_end_stream() && parts.method != Method::CONNECT;
 
     let exchange = async {
-        let mut sender = match target.conns().take(idle_timeout) {
-            Some(s) => s,
-            None => upstream::connect(target.addr, connect_timeout)
-                .await
-                .map_err(connect_error)?,
+        let taken = target.conns().take(idle_timeout);
+        let (mut sender, req) = match (taken, bodiless) {
+            (Some(Conn::Raw(stream)), true) => return exchange_raw(stream, parts, body).await,
+            (None, true) => {
+                let stream = upstream::connect_tcp(target.addr, connect_timeout)
+                    .await
+                    .map_err(connect_error)?;
+                return exchange_raw(stream, parts, body).await;
+            }
+            (taken, _) => {
+                let sender = match taken {
+                    Some(Conn::Hyper(s)) => s,
+                    Some(Conn::Raw(stream)) => {
+                        upstream::handshake(stream).await.map_err(connect_error)?
+                    }
+                    None => upstream::connect(target.addr, connect_timeout)
+                        .await
+                        .map_err(connect_error)?,
+                };
+                (sender, Request::from_parts(parts, body))
+            }
         };
         let resp = sender.send_request(req).await.map_err(exchange_error)?;
-        Ok::<_, TargetError>((resp, sender))
+        let (head, body) = resp.into_parts();
+        Ok::<_, TargetError>((head, Answer::Hyper(body, sender)))
     };
     let exchange = tokio::time::timeout(idle_timeout, exchange);
-    let (resp, sender) = tokio::select! {
+    let (mut parts, answer) = tokio::select! {
         r = exchange => match r {
             Err(_) => return Err(TargetError::ResponseTimeout),
             Ok(r) => r?,
@@ -62,11 +82,71 @@ pub async fn forward(
             ))
         }
     };
-    let (mut parts, body) = resp.into_parts();
     let reuse = reuse && !connection_has(&parts.headers, "close");
     strip_hop_by_hop(&mut parts.headers, false);
-    let body = PooledBody::new(body, sender, target.conns().clone(), reuse);
+    let home = target.conns().clone();
+    let body = match answer {
+        Answer::Hyper(body, sender) => PooledBody::new(body, sender, home, reuse),
+        Answer::Raw {
+            stream,
+            rest,
+            length,
+        } => PooledBody::raw(stream, rest, length, home, reuse),
+    };
     Ok(Response::from_parts(parts, Either::Left(body)))
+}
+
+/// A target's answer: read by hyper, or by [`upstream::exchange_raw`].
+enum Answer {
+    Hyper(Incoming, Sender),
+    Raw {
+        stream: tokio::net::TcpStream,
+        rest: bytes::BytesMut,
+        length: u64,
+    },
+}
+
+/// Send a request without a body on a bare stream; hyper reads answers
+/// [`upstream::exchange_raw`] leaves to it.
+async fn exchange_raw(
+    stream: tokio::net::TcpStream,
+    mut parts: http::request::Parts,
+    body: Incoming,
+) -> Result<(http::response::Parts, Answer), TargetError> {
+    let head = upstream::encode_request_head(&parts);
+    let headers = std::mem::take(&mut parts.headers);
+    match upstream::exchange_raw(stream, &head, &parts.method, headers).await {
+        Ok(RawAnswer::Read {
+            head,
+            length,
+            stream,
+            rest,
+        }) => Ok((
+            head,
+            Answer::Raw {
+                stream,
+                rest,
+                length,
+            },
+        )),
+        Ok(RawAnswer::ForHyper(stream, received)) => {
+            let mut sender = upstream::handshake_primed(stream, received.freeze())
+                .await
+                .map_err(connect_error)?;
+            // Stands for the request already written: only its method matters (the
+            // framing of the answer to a HEAD).
+            let mut stand_in = Request::new(body);
+            *stand_in.method_mut() = parts.method;
+            let resp = sender
+                .send_request(stand_in)
+                .await
+                .map_err(exchange_error)?;
+            let (head, body) = resp.into_parts();
+            Ok((head, Answer::Hyper(body, sender)))
+        }
+        Err(RawError::Closed) => Err(TargetError::Exchange(KEEP_ALIVE_RACE.to_string())),
+        Err(RawError::Io(e)) => Err(TargetError::Exchange(e.to_string())),
+    }
 }
 
 /// The request target as a client sends it to a server: origin-form (`/path?query`),
@@ -117,15 +197,15 @@ fn connect_error(e: ConnectError) -> TargetError {
     }
 }
 
+/// Why a target connection closed before an answer, most likely.
+const KEEP_ALIVE_RACE: &str = "the target closed the connection as the request was sent on it; \
+    when this happens on reused connections, the target's keep-alive timeout is shorter than \
+    the load balancer's idle timeout";
+
 fn exchange_error(e: hyper::Error) -> TargetError {
     if e.is_incomplete_message() || e.is_canceled() {
         // The classic keep-alive race: ALB answers 502 and so do we (no retry).
-        return TargetError::Exchange(
-            "the target closed the connection as the request was sent on it; when this \
-             happens on reused connections, the target's keep-alive timeout is shorter \
-             than the load balancer's idle timeout"
-                .to_string(),
-        );
+        return TargetError::Exchange(KEEP_ALIVE_RACE.to_string());
     }
     let mut msg = e.to_string();
     let mut source = e.source();
