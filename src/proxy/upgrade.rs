@@ -103,10 +103,16 @@ where
     let idle_timeout = lb.idle_timeout;
     // The target's drain token is a child of the shutdown's: either closes the tunnel,
     // and which one fired tells deregistration from shutdown.
-    let cancel = in_flight.target().drain_token().child_token();
-    let shutting_down = ctx.runtime.shutdown.close_all.clone();
-    let tunnel = async move {
-        let started = Instant::now();
+    let cancel = in_flight.target().drain_token().clone();
+    let ending = Ending {
+        started: Instant::now(),
+        in_flight,
+        shutting_down: ctx.runtime.shutdown.close_all.clone(),
+    };
+    let tracker = ctx.runtime.shutdown.tracker.clone();
+    // This task only waits for both upgrades; the tunnel runs in a task of its own,
+    // sized for the kind of stream it carries (see `spawn_tunnel`).
+    let upgrading = async move {
         let (client, target) = match tokio::join!(client_upgrade, target_end.raw()) {
             (Ok(c), Ok(t)) => (c, t),
             (Err(e), _) | (_, Err(e)) => {
@@ -114,24 +120,10 @@ where
                 return;
             }
         };
-        let (splice, path) = splice_upgraded::<S>(client, target, idle_timeout, cancel);
-        let report = splice.await;
-        let cause = CloseCause::of(report.end, shutting_down.is_cancelled());
-        drop(in_flight);
-        tracing::info!(
-            cause = cause.as_str(),
-            path,
-            end = ?report.end,
-            client_to_target = report.client_to_target,
-            target_to_client = report.target_to_client,
-            duration_ms = started.elapsed().as_millis() as u64,
-            "Tunnel closed ({}): {}.",
-            cause.as_str(),
-            describe_end(report.end, cause)
-        );
+        spawn_tunnel::<S>(&tracker, client, target, idle_timeout, cancel, ending);
     }
     .instrument(span);
-    ctx.runtime.shutdown.tracker.spawn(tunnel);
+    ctx.runtime.shutdown.tracker.spawn(upgrading);
     Ok(Response::from_parts(
         parts,
         http_body_util::Either::Right(Full::new(Bytes::new())),
@@ -139,74 +131,127 @@ where
 }
 
 /// Recover the raw client stream (and the bytes already read past its head, in order)
-/// so the tunnel holds no HTTP state: no hyper buffers, no `ClientIo` timer or buffers.
-/// The target side comes raw, with the bytes read past the 101. A plaintext TCP client
-/// takes `tunnel::splice_tcp` (path `splice`: recv/send for small messages, splice(2)
-/// for bulk); a TLS client the buffered `tunnel::splice` (path `buffered`).
-/// Should the client downcast ever fail, the upgraded wrapper is spliced as it is.
-fn splice_upgraded<S>(
+/// and spawn the tunnel, so it holds no HTTP state: no hyper buffers, no `ClientIo`
+/// timer or buffers. The target side comes raw, with the bytes read past the 101. A
+/// plaintext TCP client takes `tunnel::splice_tcp` (path `splice`: recv/send for small
+/// messages, splice(2) for bulk); a TLS client the buffered `tunnel::splice` (path
+/// `buffered`). Should the client downcast ever fail, the upgraded wrapper is spliced
+/// as it is.
+///
+/// Each kind of tunnel is spawned as its own task: the task is the whole memory of an
+/// idle tunnel (besides the two sockets' registrations), so it is exactly as large as
+/// its kind needs (a TLS stream is kilobytes, a TCP stream 32 bytes) and nothing else
+/// is allocated for it.
+fn spawn_tunnel<S>(
+    tracker: &tokio_util::task::TaskTracker,
     client: Upgraded,
     (target, target_prefix): (TcpStream, Bytes),
     idle_timeout: std::time::Duration,
     cancel: tokio_util::sync::CancellationToken,
-) -> (TunnelFuture, &'static str)
-where
+    ending: Ending,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // Not an `async fn`: each variant's future is boxed at its own size, so the task
-    // that holds a tunnel for its whole life is not as large as the largest variant (a
-    // TLS stream is kilobytes) and an idle plain tunnel holds only what it needs.
     let client = match client.downcast::<TokioIo<ClientIo<TcpStream>>>() {
         Ok(parts) => {
             let (tcp, unread) = parts.io.into_inner().into_inner();
             let prefix = join(parts.read_buf, unread);
             let splice =
                 tunnel::splice_tcp(tcp, prefix, target, target_prefix, idle_timeout, cancel);
-            return (Box::pin(splice), "splice");
+            tracker.spawn(Tunnel::new(splice, ending, "splice").in_current_span());
+            return;
         }
         Err(upgraded) => upgraded,
     };
-    let splice: TunnelFuture = match client.downcast::<TokioIo<ClientIo<TlsStream<TcpStream>>>>() {
+    let client = match client.downcast::<TokioIo<ClientIo<TlsStream<TcpStream>>>>() {
         Ok(parts) => {
             let (tls, unread) = parts.io.into_inner().into_inner();
             let prefix = join(parts.read_buf, unread);
-            Box::pin(tunnel::splice(
-                tls,
-                prefix,
-                target,
-                target_prefix,
-                idle_timeout,
-                cancel,
-            ))
+            let splice = tunnel::splice(tls, prefix, target, target_prefix, idle_timeout, cancel);
+            tracker.spawn(Tunnel::new(splice, ending, "buffered").in_current_span());
+            return;
         }
-        Err(upgraded) => match upgraded.downcast::<TokioIo<S>>() {
-            Ok(parts) => {
-                let (client, prefix) = (parts.io.into_inner(), parts.read_buf);
-                Box::pin(tunnel::splice(
-                    client,
-                    prefix,
-                    target,
-                    target_prefix,
-                    idle_timeout,
-                    cancel,
-                ))
-            }
-            Err(upgraded) => Box::pin(tunnel::splice(
-                TokioIo::new(upgraded),
+        Err(upgraded) => upgraded,
+    };
+    match client.downcast::<TokioIo<S>>() {
+        Ok(parts) => {
+            let (client, prefix) = (parts.io.into_inner(), parts.read_buf);
+            let splice =
+                tunnel::splice(client, prefix, target, target_prefix, idle_timeout, cancel);
+            tracker.spawn(Tunnel::new(splice, ending, "buffered").in_current_span());
+        }
+        Err(upgraded) => {
+            let client = TokioIo::new(upgraded);
+            let splice = tunnel::splice(
+                client,
                 Bytes::new(),
                 target,
                 target_prefix,
                 idle_timeout,
                 cancel,
-            )),
-        },
-    };
-    (splice, "buffered")
+            );
+            tracker.spawn(Tunnel::new(splice, ending, "buffered").in_current_span());
+        }
+    }
 }
 
-/// A tunnel, boxed at its own size.
-type TunnelFuture =
-    std::pin::Pin<Box<dyn std::future::Future<Output = tunnel::TunnelReport> + Send>>;
+/// What a tunnel needs once it ends: how long it ran, the in-flight count it holds
+/// on its target, and whether the shutdown closed it.
+struct Ending {
+    started: Instant,
+    in_flight: InFlight,
+    shutting_down: tokio_util::sync::CancellationToken,
+}
+
+pin_project_lite::pin_project! {
+    /// A spliced tunnel that logs how it closed and releases its target when done.
+    struct Tunnel<F> {
+        #[pin]
+        splice: F,
+        ending: Option<Ending>,
+        path: &'static str,
+    }
+}
+
+impl<F> Tunnel<F> {
+    fn new(splice: F, ending: Ending, path: &'static str) -> Self {
+        Tunnel {
+            splice,
+            ending: Some(ending),
+            path,
+        }
+    }
+}
+
+impl<F: std::future::Future<Output = tunnel::TunnelReport>> std::future::Future for Tunnel<F> {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let this = self.project();
+        let report = std::task::ready!(this.splice.poll(cx));
+        let Some(ending) = this.ending.take() else {
+            return std::task::Poll::Ready(());
+        };
+        let cause = CloseCause::of(report.end, ending.shutting_down.is_cancelled());
+        let duration_ms = ending.started.elapsed().as_millis() as u64;
+        drop(ending.in_flight);
+        tracing::info!(
+            cause = cause.as_str(),
+            path = *this.path,
+            end = ?report.end,
+            client_to_target = report.client_to_target,
+            target_to_client = report.target_to_client,
+            duration_ms,
+            "Tunnel closed ({}): {}.",
+            cause.as_str(),
+            describe_end(report.end, cause)
+        );
+        std::task::Poll::Ready(())
+    }
+}
 
 /// The target end of an upgrade once its `101` is in.
 enum TargetEnd {

@@ -1,15 +1,20 @@
 //! The tunnel driver: one future polls both directions, the idle clock and the
 //! cancellation token, then closes what is left.
+//!
+//! [`Drive`] is written out by hand rather than as an `async fn`: it is the whole
+//! state of an idle tunnel, and a generated state machine would also keep the
+//! arguments, the references its inner closures capture and one slot per await
+//! point. Every byte here is paid once per open tunnel.
 
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::AsyncWrite;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::direction::{Direction, Fault, Faulty};
 use super::idle::IdleClock;
@@ -26,111 +31,198 @@ enum Side {
     Target,
 }
 
+/// Where a [`Drive`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Moving bytes; the side whose EOF came first, once one has.
+    Running { first_eof: Option<Side> },
+    /// The tunnel ended with `end`; shutting down the write halves still open,
+    /// for at most [`SHUTDOWN_GRACE`].
+    Closing {
+        end: TunnelEnd,
+        client_open: bool,
+        target_open: bool,
+    },
+    /// The report was returned.
+    Finished,
+}
+
+pin_project_lite::pin_project! {
+    /// A running tunnel: `up` copies client → target, `down` target → client.
+    /// Resolves to the [`TunnelReport`] once both sockets are done with.
+    #[project = DriveProj]
+    pub(crate) struct Drive<C, T, Up, Down> {
+        client: C,
+        target: T,
+        up: Up,
+        down: Down,
+        clock: IdleClock,
+        // The idle deadline while running, the shutdown grace while closing.
+        #[pin]
+        sleep: Sleep,
+        #[pin]
+        cancelled: WaitForCancellationFutureOwned,
+        stage: Stage,
+    }
+}
+
 /// Runs a tunnel: `up` copies client → target, `down` target → client.
-pub(crate) async fn drive<C, T, Up, Down>(
-    mut client: C,
-    mut target: T,
-    mut up: Up,
-    mut down: Down,
+pub(crate) fn drive<C, T, Up, Down>(
+    client: C,
+    target: T,
+    up: Up,
+    down: Down,
     idle_timeout: Duration,
     cancel: CancellationToken,
-) -> TunnelReport
+) -> Drive<C, T, Up, Down>
 where
     C: AsyncWrite + Unpin,
     T: AsyncWrite + Unpin,
     Up: Direction<C, T>,
     Down: Direction<T, C>,
 {
-    let mut clock = IdleClock::new(idle_timeout, Instant::now());
-    let sleep = tokio::time::sleep_until(clock.deadline());
-    tokio::pin!(sleep);
-    let end = {
-        let cancelled = cancel.cancelled();
-        tokio::pin!(cancelled);
-        let mut first_eof = None;
-        poll_fn(|cx| {
-            if cancelled.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(TunnelEnd::Cancelled);
-            }
-            let mut activity = false;
-            if !up.is_done() {
-                if let Poll::Ready(Err(fault)) =
-                    up.poll_transfer(cx, &mut client, &mut target, &mut activity)
-                {
-                    return Poll::Ready(blame(fault, Side::Client, Side::Target));
-                }
-            }
-            if !down.is_done() {
-                if let Poll::Ready(Err(fault)) =
-                    down.poll_transfer(cx, &mut target, &mut client, &mut activity)
-                {
-                    return Poll::Ready(blame(fault, Side::Target, Side::Client));
-                }
-            }
-            if first_eof.is_none() {
-                if up.saw_eof() {
-                    first_eof = Some(Side::Client);
-                } else if down.saw_eof() {
-                    first_eof = Some(Side::Target);
-                }
-            }
-            if up.is_done() && down.is_done() {
-                return Poll::Ready(match first_eof {
-                    Some(Side::Target) => TunnelEnd::TargetClosed,
-                    _ => TunnelEnd::ClientClosed,
-                });
-            }
-            if activity {
-                clock.touch(Instant::now());
-            }
-            clock
-                .poll_expired(cx, sleep.as_mut())
-                .map(|()| TunnelEnd::IdleTimeout)
-        })
-        .await
-    };
-
-    // Shut down the write halves that are still open on healthy sides; a
-    // failed side is just dropped.
-    let (close_client, close_target) = match end {
-        TunnelEnd::ClientClosed | TunnelEnd::TargetClosed => (false, false),
-        TunnelEnd::IdleTimeout | TunnelEnd::Cancelled => (true, true),
-        TunnelEnd::ClientError(_) => (false, true),
-        TunnelEnd::TargetError(_) => (true, false),
-    };
-    let close_client = close_client && !down.is_done();
-    let close_target = close_target && !up.is_done();
-    if close_client || close_target {
-        sleep.as_mut().reset(Instant::now() + SHUTDOWN_GRACE);
-        let mut client_open = close_client;
-        let mut target_open = close_target;
-        poll_fn(|cx| {
-            if client_open && poll_close(cx, &mut client).is_ready() {
-                client_open = false;
-            }
-            if target_open && poll_close(cx, &mut target).is_ready() {
-                target_open = false;
-            }
-            if !client_open && !target_open {
-                return Poll::Ready(());
-            }
-            sleep.as_mut().poll(cx)
-        })
-        .await;
+    let clock = IdleClock::new(idle_timeout, Instant::now());
+    Drive {
+        client,
+        target,
+        up,
+        down,
+        sleep: tokio::time::sleep_until(clock.deadline()),
+        clock,
+        cancelled: cancel.cancelled_owned(),
+        stage: Stage::Running { first_eof: None },
     }
+}
 
-    let report = TunnelReport {
-        client_to_target: up.transferred(),
-        target_to_client: down.transferred(),
-        end,
-    };
-    tracing::debug!(
-        client_to_target = report.client_to_target,
-        target_to_client = report.target_to_client,
-        end = ?report.end,
-        "tunnel ended"
-    );
-    report
+impl<C, T, Up, Down> Future for Drive<C, T, Up, Down>
+where
+    C: AsyncWrite + Unpin,
+    T: AsyncWrite + Unpin,
+    Up: Direction<C, T>,
+    Down: Direction<T, C>,
+{
+    type Output = TunnelReport;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<TunnelReport> {
+        let mut this = self.project();
+        loop {
+            match *this.stage {
+                Stage::Running { first_eof } => {
+                    let end = match poll_running(&mut this, first_eof, cx) {
+                        Poll::Ready(end) => end,
+                        Poll::Pending => return Poll::Pending,
+                    };
+                    // Shut down the write halves that are still open on healthy
+                    // sides; a failed side is just dropped.
+                    let (close_client, close_target) = match end {
+                        TunnelEnd::ClientClosed | TunnelEnd::TargetClosed => (false, false),
+                        TunnelEnd::IdleTimeout | TunnelEnd::Cancelled => (true, true),
+                        TunnelEnd::ClientError(_) => (false, true),
+                        TunnelEnd::TargetError(_) => (true, false),
+                    };
+                    let client_open = close_client && !this.down.is_done();
+                    let target_open = close_target && !this.up.is_done();
+                    if client_open || target_open {
+                        this.sleep.as_mut().reset(Instant::now() + SHUTDOWN_GRACE);
+                    }
+                    *this.stage = Stage::Closing {
+                        end,
+                        client_open,
+                        target_open,
+                    };
+                }
+                Stage::Closing {
+                    end,
+                    mut client_open,
+                    mut target_open,
+                } => {
+                    if client_open && poll_close(cx, this.client).is_ready() {
+                        client_open = false;
+                    }
+                    if target_open && poll_close(cx, this.target).is_ready() {
+                        target_open = false;
+                    }
+                    if (client_open || target_open) && this.sleep.as_mut().poll(cx).is_pending() {
+                        *this.stage = Stage::Closing {
+                            end,
+                            client_open,
+                            target_open,
+                        };
+                        return Poll::Pending;
+                    }
+                    *this.stage = Stage::Finished;
+                    let report = TunnelReport {
+                        client_to_target: this.up.transferred(),
+                        target_to_client: this.down.transferred(),
+                        end,
+                    };
+                    tracing::debug!(
+                        client_to_target = report.client_to_target,
+                        target_to_client = report.target_to_client,
+                        end = ?report.end,
+                        "tunnel ended"
+                    );
+                    return Poll::Ready(report);
+                }
+                Stage::Finished => panic!("a tunnel was polled after it finished"),
+            }
+        }
+    }
+}
+
+/// Polls cancellation, both directions and the idle clock; `Ready` with how the
+/// tunnel ended.
+fn poll_running<C, T, Up, Down>(
+    this: &mut DriveProj<'_, C, T, Up, Down>,
+    mut first_eof: Option<Side>,
+    cx: &mut Context<'_>,
+) -> Poll<TunnelEnd>
+where
+    C: AsyncWrite + Unpin,
+    T: AsyncWrite + Unpin,
+    Up: Direction<C, T>,
+    Down: Direction<T, C>,
+{
+    if this.cancelled.as_mut().poll(cx).is_ready() {
+        return Poll::Ready(TunnelEnd::Cancelled);
+    }
+    let mut activity = false;
+    if !this.up.is_done() {
+        if let Poll::Ready(Err(fault)) =
+            this.up
+                .poll_transfer(cx, this.client, this.target, &mut activity)
+        {
+            return Poll::Ready(blame(fault, Side::Client, Side::Target));
+        }
+    }
+    if !this.down.is_done() {
+        if let Poll::Ready(Err(fault)) =
+            this.down
+                .poll_transfer(cx, this.target, this.client, &mut activity)
+        {
+            return Poll::Ready(blame(fault, Side::Target, Side::Client));
+        }
+    }
+    if first_eof.is_none() {
+        if this.up.saw_eof() {
+            first_eof = Some(Side::Client);
+        } else if this.down.saw_eof() {
+            first_eof = Some(Side::Target);
+        }
+        *this.stage = Stage::Running { first_eof };
+    }
+    if this.up.is_done() && this.down.is_done() {
+        return Poll::Ready(match first_eof {
+            Some(Side::Target) => TunnelEnd::TargetClosed,
+            _ => TunnelEnd::ClientClosed,
+        });
+    }
+    if activity {
+        this.clock.touch(Instant::now());
+    }
+    this.clock
+        .poll_expired(cx, this.sleep.as_mut())
+        .map(|()| TunnelEnd::IdleTimeout)
 }
 
 /// Names the side at fault for an error in the direction `reader → writer`.
