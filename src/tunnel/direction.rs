@@ -65,6 +65,15 @@ pub(crate) trait Direction<R, W> {
 
     /// EOF was passed on and the writer is shut down; nothing more to do.
     fn is_done(&self) -> bool;
+
+    /// The other direction is done, so this one's EOF ends the tunnel and both
+    /// sockets are dropped right after. A direction whose writer's close sends
+    /// what a write shutdown would may then leave passing EOF on to that drop
+    /// (plain TCP: the receive buffer is empty, EOF was read from it, so the
+    /// close sends the same FIN and saves a shutdown(2)). Never for TLS, whose
+    /// close_notify only a shutdown sends. The driver calls this before each
+    /// [`Direction::poll_transfer`] once it holds.
+    fn last_open(&mut self) {}
 }
 
 /// Bytes read but not yet written.
@@ -140,6 +149,9 @@ pub(crate) struct BufferedCopy {
     bulk_after: u32,
     /// Consecutive reads that filled the whole buffer.
     full_reads: u32,
+    /// On EOF, skip the writer's shutdown: it is dropped right after (see
+    /// [`Direction::last_open`]).
+    eof_by_drop: bool,
 }
 
 impl BufferedCopy {
@@ -156,6 +168,7 @@ impl BufferedCopy {
             transferred: 0,
             bulk_after: 0,
             full_reads: 0,
+            eof_by_drop: false,
         }
     }
 
@@ -167,6 +180,14 @@ impl BufferedCopy {
             bulk_after: reads,
             ..self
         }
+    }
+
+    /// Makes EOF end the copy without shutting the writer down, because the
+    /// writer is dropped right after and its close sends the same FIN (a
+    /// plain TCP stream only; see [`Direction::last_open`]).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn leave_eof_to_drop(&mut self) {
+        self.eof_by_drop = true;
     }
 
     /// A copy taking over an open direction that already moved `transferred` bytes.
@@ -220,6 +241,12 @@ impl BufferedCopy {
 
             match self.phase {
                 Phase::Done => return Poll::Ready(Ok(Copied::Done)),
+                // The writer is dropped right after; its close sends the FIN.
+                Phase::Eof if self.eof_by_drop => {
+                    self.phase = Phase::Done;
+                    self.need_flush = false;
+                    return Poll::Ready(Ok(Copied::Done));
+                }
                 // 2. EOF: pass it on as a shutdown of the write half (flushes first).
                 Phase::Eof => {
                     return match Pin::new(&mut *to).poll_shutdown(cx) {

@@ -188,6 +188,9 @@ where
     }
     let mut activity = false;
     if !this.up.is_done() {
+        if this.down.is_done() {
+            this.up.last_open();
+        }
         if let Poll::Ready(Err(fault)) =
             this.up
                 .poll_transfer(cx, this.client, this.target, &mut activity)
@@ -196,6 +199,9 @@ where
         }
     }
     if !this.down.is_done() {
+        if this.up.is_done() {
+            this.down.last_open();
+        }
         if let Poll::Ready(Err(fault)) =
             this.down
                 .poll_transfer(cx, this.target, this.client, &mut activity)

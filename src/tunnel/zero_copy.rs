@@ -119,6 +119,9 @@ enum Mode {
 /// Copies TCP → TCP, by recv/send for small messages and splice(2) for bulk.
 pub(crate) struct SpliceCopy {
     mode: Mode,
+    /// The other direction is done (see [`Direction::last_open`]): EOF is
+    /// passed on by dropping the writer, whose close sends the FIN.
+    eof_by_drop: bool,
 }
 
 /// What stopped splice mode.
@@ -160,6 +163,7 @@ impl SpliceCopy {
     pub(crate) fn new(prefix: Bytes) -> Self {
         SpliceCopy {
             mode: Mode::Copy(BufferedCopy::new(prefix).bulk_after(BULK_AFTER_FULL_READS)),
+            eof_by_drop: false,
         }
     }
 }
@@ -174,12 +178,15 @@ impl Spliced {
         }
     }
 
+    /// `eof_by_drop`: on EOF skip the writer's shutdown, it is dropped right
+    /// after (see [`Direction::last_open`]).
     fn poll_transfer(
         &mut self,
         cx: &mut Context<'_>,
         from: &mut TcpStream,
         to: &mut TcpStream,
         activity: &mut bool,
+        eof_by_drop: bool,
     ) -> Poll<Result<(), Stop>> {
         let from_fd = from.as_raw_fd();
         let to_fd = to.as_raw_fd();
@@ -207,6 +214,11 @@ impl Spliced {
 
             match self.phase {
                 Phase::Done => return Poll::Ready(Ok(())),
+                // The writer is dropped right after; its close sends the FIN.
+                Phase::Eof if eof_by_drop => {
+                    self.phase = Phase::Done;
+                    return Poll::Ready(Ok(()));
+                }
                 // 2. EOF: pass it on as a write shutdown (FIN).
                 Phase::Eof => {
                     return match Pin::new(&mut *to).poll_shutdown(cx) {
@@ -292,23 +304,33 @@ impl Direction<TcpStream, TcpStream> for SpliceCopy {
                         self.mode = Mode::Splice(Spliced::resume(transferred));
                     }
                 },
-                Mode::Splice(spliced) => match spliced.poll_transfer(cx, from, to, activity) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(())) => return Poll::Ready(Ok(())),
-                    Poll::Ready(Err(Stop::Fault(fault))) => return Poll::Ready(Err(fault)),
-                    Poll::Ready(Err(Stop::Small)) => {
-                        // The pipe is drained and given back.
-                        count_switch(false);
-                        self.mode = Mode::Copy(
-                            BufferedCopy::resume(spliced.transferred)
-                                .bulk_after(BULK_AFTER_FULL_READS),
-                        );
+                Mode::Splice(spliced) => {
+                    match spliced.poll_transfer(cx, from, to, activity, self.eof_by_drop) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(())) => return Poll::Ready(Ok(())),
+                        Poll::Ready(Err(Stop::Fault(fault))) => return Poll::Ready(Err(fault)),
+                        Poll::Ready(Err(Stop::Small)) => {
+                            // The pipe is drained and given back.
+                            count_switch(false);
+                            let mut copy = BufferedCopy::resume(spliced.transferred)
+                                .bulk_after(BULK_AFTER_FULL_READS);
+                            if self.eof_by_drop {
+                                copy.leave_eof_to_drop();
+                            }
+                            self.mode = Mode::Copy(copy);
+                        }
+                        Poll::Ready(Err(Stop::Unsupported(err))) => {
+                            tracing::debug!(
+                                "splice not possible ({err}); copying through user space"
+                            );
+                            let mut copy = BufferedCopy::resume(spliced.transferred);
+                            if self.eof_by_drop {
+                                copy.leave_eof_to_drop();
+                            }
+                            self.mode = Mode::Copy(copy);
+                        }
                     }
-                    Poll::Ready(Err(Stop::Unsupported(err))) => {
-                        tracing::debug!("splice not possible ({err}); copying through user space");
-                        self.mode = Mode::Copy(BufferedCopy::resume(spliced.transferred));
-                    }
-                },
+                }
             }
         }
     }
@@ -331,6 +353,16 @@ impl Direction<TcpStream, TcpStream> for SpliceCopy {
         match &self.mode {
             Mode::Splice(spliced) => spliced.phase == Phase::Done,
             Mode::Copy(copy) => Direction::<TcpStream, TcpStream>::is_done(copy),
+        }
+    }
+
+    /// Both ends are plain TCP, so dropping the writer sends the FIN.
+    fn last_open(&mut self) {
+        if !self.eof_by_drop {
+            self.eof_by_drop = true;
+            if let Mode::Copy(copy) = &mut self.mode {
+                copy.leave_eof_to_drop();
+            }
         }
     }
 }
