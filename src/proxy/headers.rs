@@ -57,25 +57,33 @@ pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// header named in `Connection`. With `keep_upgrade`, `Connection: upgrade` and
 /// `Upgrade` survive, so an upgrade handshake can pass through.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none of them: one pass over the names, no removal.
-    let any = headers
-        .keys()
-        .any(|n| n == CONNECTION || (!keep_upgrade && n == UPGRADE) || is_fixed_hop_by_hop(n));
-    if any {
-        if headers.contains_key(CONNECTION) {
-            let named: Vec<HeaderName> = headers
-                .get_all(CONNECTION)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-                .filter(|n| !(keep_upgrade && n == UPGRADE))
-                .collect();
-            for name in named {
-                headers.remove(name);
-            }
-            headers.remove(CONNECTION);
+    // One pass over the names finds which kinds are present, so only those are
+    // removed: most messages carry none, an upgrade only `Connection` and `Upgrade`.
+    let (mut connection, mut upgrade, mut fixed) = (false, false, false);
+    for name in headers.keys() {
+        if name == CONNECTION {
+            connection = true;
+        } else if name == UPGRADE {
+            upgrade = true;
+        } else if is_fixed_hop_by_hop(name) {
+            fixed = true;
         }
+    }
+    if connection {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| !(keep_upgrade && n == UPGRADE))
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(CONNECTION);
+    }
+    if fixed {
         for name in [
             &TRANSFER_ENCODING,
             &TE,
@@ -87,9 +95,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         ] {
             headers.remove(name);
         }
-        if !keep_upgrade {
-            headers.remove(UPGRADE);
-        }
+    }
+    if upgrade && !keep_upgrade {
+        headers.remove(UPGRADE);
     }
     if keep_upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
