@@ -47,7 +47,9 @@ pub async fn forward(
     // A request without a body needs no hyper client (see `upstream`).
     let bodiless = body.is_end_stream() && parts.method != Method::CONNECT;
 
-    let exchange = async {
+    // Made in place, pinned: `select!` then holds a pointer instead of copying the
+    // future (a large one) into its own state.
+    let exchange = std::pin::pin!(async {
         let taken = target.conns().take(idle_timeout);
         let (mut sender, req) = match (taken, bodiless) {
             (Some(Conn::Raw(stream)), true) => return exchange_raw(stream, parts, body).await,
@@ -73,7 +75,7 @@ pub async fn forward(
         let resp = sender.send_request(req).await.map_err(exchange_error)?;
         let (head, body) = resp.into_parts();
         Ok::<_, TargetError>((head, Answer::Hyper(body, sender)))
-    };
+    });
     let deadline = timer.arm(idle_timeout);
     let (mut parts, answer) = tokio::select! {
         // An answer that is ready wins over a timer that ran out at the same time.
