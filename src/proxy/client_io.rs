@@ -27,6 +27,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::desync::Classification;
 use super::error::ElbError;
+use super::forward::ResponseTimer;
 use super::head::{self, Framing, HeadAction};
 use crate::config::model::DesyncMitigationMode;
 
@@ -48,6 +49,8 @@ pub struct HeadVerdict {
 pub struct ConnState {
     verdicts: Mutex<VecDeque<HeadVerdict>>,
     in_flight: AtomicUsize,
+    /// Kept between the connection's requests, which use it one after another.
+    response_timer: Mutex<ResponseTimer>,
 }
 
 impl ConnState {
@@ -64,6 +67,21 @@ impl ConnState {
                 action: HeadAction::Serve { close_after: false },
             });
         (v, InFlight(self.clone()))
+    }
+
+    /// The response timer of the connection's previous request, if any.
+    pub fn take_response_timer(&self) -> ResponseTimer {
+        self.response_timer
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default()
+    }
+
+    /// Keep `timer` for the connection's next request.
+    pub fn keep_response_timer(&self, timer: ResponseTimer) {
+        if let Ok(mut t) = self.response_timer.lock() {
+            *t = timer;
+        }
     }
 
     fn push(&self, v: HeadVerdict) {

@@ -2,6 +2,7 @@
 
 use std::error::Error as _;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
 use http::header::{HeaderValue, CONNECTION, HOST};
@@ -9,6 +10,7 @@ use http::uri::{Parts, Uri};
 use http::{Method, Request, Response, Version};
 use http_body_util::Either;
 use hyper::body::{Body as _, Incoming};
+use tokio::time::{Instant, Sleep};
 
 use super::headers::{connection_has, strip_hop_by_hop, Forwarded};
 use super::{ProxyBody, TargetError};
@@ -17,13 +19,15 @@ use crate::upstream::{self, Conn, ConnectError, PooledBody, RawAnswer, RawError,
 
 /// Send `req` to the target held by `in_flight` and return its response, hop-by-hop
 /// headers removed. Waiting for the response is bounded by the idle timeout (504 when it
-/// runs out) and by the end of the target's deregistration delay (502, as ALB).
+/// runs out, measured by `timer`) and by the end of the target's deregistration delay
+/// (502, as ALB).
 pub async fn forward(
     req: Request<Incoming>,
     in_flight: &InFlight,
     fwd: &Forwarded,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    timer: &mut ResponseTimer,
 ) -> Result<Response<ProxyBody>, TargetError> {
     let target = in_flight.target();
     let (mut parts, body) = req.into_parts();
@@ -43,7 +47,9 @@ pub async fn forward(
     // A request without a body needs no hyper client (see `upstream`).
     let bodiless = body.is_end_stream() && parts.method != Method::CONNECT;
 
-    let exchange = async {
+    // Made in place, pinned: `select!` then holds a pointer instead of copying the
+    // future (a large one) into its own state.
+    let exchange = std::pin::pin!(async {
         let taken = target.conns().take(idle_timeout);
         let (mut sender, req) = match (taken, bodiless) {
             (Some(Conn::Raw(stream)), true) => return exchange_raw(stream, parts, body).await,
@@ -69,14 +75,14 @@ pub async fn forward(
         let resp = sender.send_request(req).await.map_err(exchange_error)?;
         let (head, body) = resp.into_parts();
         Ok::<_, TargetError>((head, Answer::Hyper(body, sender)))
-    };
-    let exchange = tokio::time::timeout(idle_timeout, exchange);
+    });
+    let deadline = timer.arm(idle_timeout);
     let (mut parts, answer) = tokio::select! {
-        r = exchange => match r {
-            Err(_) => return Err(TargetError::ResponseTimeout),
-            Ok(r) => r?,
-        },
-        _ = target.drain_token().cancelled() => {
+        // An answer that is ready wins over a timer that ran out at the same time.
+        biased;
+        r = exchange => r?,
+        () = deadline => return Err(TargetError::ResponseTimeout),
+        () = target.drain_token().cancelled() => {
             return Err(TargetError::Exchange(
                 "the target was deregistered and its deregistration delay ended".to_string(),
             ))
@@ -94,6 +100,25 @@ pub async fn forward(
         } => PooledBody::raw(stream, rest, length, home, reuse),
     };
     Ok(Response::from_parts(parts, Either::Left(body)))
+}
+
+/// The timer bounding the wait for a target's answer, reused by the successive requests
+/// of a client connection. Moving a registered timer to a later deadline leaves the
+/// timer wheel alone (it is put back in place only if it fires early), where a timer per
+/// request would be registered and removed each time.
+#[derive(Debug, Default)]
+pub struct ResponseTimer(Option<Pin<Box<Sleep>>>);
+
+impl ResponseTimer {
+    /// Set the timer to run out `timeout` from now; the result completes then.
+    fn arm(&mut self, timeout: Duration) -> Pin<&mut Sleep> {
+        let deadline = Instant::now() + timeout;
+        match &mut self.0 {
+            Some(sleep) => sleep.as_mut().reset(deadline),
+            None => self.0 = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+        self.0.as_mut().map(Pin::as_mut).expect("set above")
+    }
 }
 
 /// A target's answer: read by hyper, or by [`upstream::exchange_raw`].

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, PROXY_AUTHENTICATE,
+    Entry, HeaderMap, HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, PROXY_AUTHENTICATE,
     PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 
@@ -195,24 +195,29 @@ impl Forwarded {
             XffMode::Append => {
                 let mut buf = [0u8; 64];
                 let me = client_address(&mut buf, self.client, self.xff_client_port);
-                let value = if headers.contains_key(&X_FORWARDED_FOR) {
-                    let mut joined = Vec::with_capacity(64);
-                    for v in headers.get_all(&X_FORWARDED_FOR) {
-                        if let Ok(s) = v.to_str() {
-                            let s = s.trim();
-                            if !s.is_empty() {
-                                joined.extend_from_slice(s.as_bytes());
-                                joined.extend_from_slice(b", ");
-                            }
+                // One lookup of the name, whether the header is there or not.
+                match headers.entry(&X_FORWARDED_FOR) {
+                    Entry::Vacant(e) => {
+                        if let Ok(v) = HeaderValue::from_bytes(me) {
+                            e.insert(v);
                         }
                     }
-                    joined.extend_from_slice(me);
-                    HeaderValue::from_maybe_shared(bytes::Bytes::from(joined))
-                } else {
-                    HeaderValue::from_bytes(me)
-                };
-                if let Ok(v) = value {
-                    headers.insert(X_FORWARDED_FOR.clone(), v);
+                    Entry::Occupied(mut e) => {
+                        let mut joined = Vec::with_capacity(64);
+                        for v in e.iter() {
+                            if let Ok(s) = v.to_str() {
+                                let s = s.trim();
+                                if !s.is_empty() {
+                                    joined.extend_from_slice(s.as_bytes());
+                                    joined.extend_from_slice(b", ");
+                                }
+                            }
+                        }
+                        joined.extend_from_slice(me);
+                        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)) {
+                            e.insert(v);
+                        }
+                    }
                 }
             }
         }
@@ -357,20 +362,21 @@ fn write_decimal(out: &mut [u8], mut n: u32) -> usize {
 /// X-Amzn-Trace-Id as ALB sets it: add `Root=` when absent; when a Root arrives, put
 /// (or replace) `Self=` in front and keep the rest.
 pub fn apply_trace_id(headers: &mut HeaderMap) {
-    if !headers.contains_key(&X_AMZN_TRACE_ID) {
-        let mut value = [0u8; 5 + TRACE_ID_LEN];
-        value[..5].copy_from_slice(b"Root=");
-        let id: &mut [u8; TRACE_ID_LEN] = (&mut value[5..]).try_into().expect("length");
-        write_trace_id(id);
-        if let Ok(v) = HeaderValue::from_bytes(&value) {
-            headers.insert(X_AMZN_TRACE_ID.clone(), v);
+    // One lookup of the name, whether the header is there or not.
+    let mut entry = match headers.entry(&X_AMZN_TRACE_ID) {
+        Entry::Vacant(e) => {
+            let mut value = [0u8; 5 + TRACE_ID_LEN];
+            value[..5].copy_from_slice(b"Root=");
+            let id: &mut [u8; TRACE_ID_LEN] = (&mut value[5..]).try_into().expect("length");
+            write_trace_id(id);
+            if let Ok(v) = HeaderValue::from_bytes(&value) {
+                e.insert(v);
+            }
+            return;
         }
-        return;
-    }
-    let existing = headers
-        .get(&X_AMZN_TRACE_ID)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+        Entry::Occupied(e) => e,
+    };
+    let existing = entry.get().to_str().ok().map(str::to_owned);
     let value = match existing {
         Some(v) if v.split(';').any(|f| f.trim_start().starts_with("Root=")) => {
             let rest: Vec<&str> = v
@@ -383,7 +389,7 @@ pub fn apply_trace_id(headers: &mut HeaderMap) {
         _ => format!("Root={}", new_trace_id()),
     };
     if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(X_AMZN_TRACE_ID.clone(), v);
+        entry.insert(v);
     }
 }
 

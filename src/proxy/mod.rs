@@ -28,6 +28,7 @@ use crate::shutdown::Shutdown;
 use crate::target_group::{Resolve, TargetGroups};
 use crate::upstream::PooledBody;
 use error::{elb_response, ElbError};
+use forward::ResponseTimer;
 use headers::{is_upgrade, xff_entries, Forwarded, MAX_XFF_ENTRIES};
 
 /// Response body: a target's streamed body, or one the load balancer made.
@@ -112,7 +113,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let waiting = ClientWaiting::new(client);
-    let resp = respond::<S>(req, &ctx, client).await;
+    let resp = respond::<S>(req, &ctx, client, &mut ResponseTimer::default()).await;
     waiting.answered();
     Ok(resp)
 }
@@ -152,7 +153,9 @@ where
         );
     }
     let waiting = ClientWaiting::new(client);
-    let mut resp = respond::<S>(req, &ctx, client).await;
+    let mut timer = conn.take_response_timer();
+    let mut resp = respond::<S>(req, &ctx, client, &mut timer).await;
+    conn.keep_response_timer(timer);
     waiting.answered();
     if close_after {
         resp.headers_mut()
@@ -197,6 +200,7 @@ async fn respond<S>(
     req: Request<Incoming>,
     ctx: &Arc<ListenerContext>,
     client: SocketAddr,
+    timer: &mut ResponseTimer,
 ) -> Response<ProxyBody>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -249,7 +253,8 @@ where
                 upgrade::upgrade::<S>(req, selection.in_flight, &fwd, ctx).await
             } else {
                 let in_flight = selection.in_flight;
-                forward::forward(req, &in_flight, &fwd, lb.connect_timeout, lb.idle_timeout).await
+                let (connect, idle) = (lb.connect_timeout, lb.idle_timeout);
+                forward::forward(req, &in_flight, &fwd, connect, idle, timer).await
             };
             match result {
                 Ok(mut resp) => {
