@@ -120,9 +120,8 @@ where
     let mut ends = Vec::with_capacity(n);
     let mut tasks: Vec<JoinHandle<TunnelReport>> = Vec::with_capacity(n);
     let mut future_size = 0;
-    let before_tokens = live();
-    let tokens: Vec<CancellationToken> = (0..n).map(|_| cancel.child_token()).collect();
-    let token_bytes = live() - before_tokens;
+    // Every tunnel shares one token, as the proxy's tunnels share their target's.
+    let tokens: Vec<CancellationToken> = (0..n).map(|_| cancel.clone()).collect();
 
     // Counted from here: the futures, their tasks and whatever they keep.
     let fds_before = open_fds();
@@ -142,10 +141,9 @@ where
     let extra_fds = open_fds() - fds_before;
 
     println!(
-        "{name}: {n} idle tunnels: {:.0} B heap per tunnel (task + future, future = {future_size} B), \
-         + {:.0} B per child cancellation token; {extra_fds} descriptors beyond the sockets",
+        "{name}: {n} idle tunnels: {:.0} B heap per tunnel (task + future, future = {future_size} B); \
+         {extra_fds} descriptors beyond the sockets",
         held as f64 / n as f64,
-        token_bytes as f64 / n as f64,
     );
 
     cancel.cancel();
