@@ -6,21 +6,37 @@
 //! list; a pipe still holding bytes (the tunnel ended mid-transfer) is closed,
 //! so a pooled pipe is always empty.
 //!
-//! Pipes keep the kernel's default size (16 slots, 64 KiB of pages). Growing
-//! them with `F_SETPIPE_SZ` to 256 KiB or 1 MiB gave no measurable gain on
-//! loopback (benches/tunnel_throughput.rs) and would spend the per-user pipe
-//! budget (`/proc/sys/fs/pipe-user-pages-soft`, 64 MiB by default) four to
-//! sixteen times faster; past that budget the kernel hands out 2-slot pipes.
+//! Pipes are grown to 256 KiB (`F_SETPIPE_SZ`) so one splice(2) moves up to four
+//! times the kernel's default 64 KiB: on loopback, a 64 KiB-frame stream through the
+//! proxy (`benches/run.sh`, scenario `tput`) moved 5–12 % more MB/s for 8–15 % less
+//! proxy CPU per MB in two sets of alternating runs (1 MiB pipes were no better than
+//! 256 KiB; an earlier in-process bench had shown no gain). Pipe pages count
+//! against a per-user budget (`/proc/sys/fs/pipe-user-pages-soft`, 64 MiB by
+//! default), past which the kernel hands out 2-slot pipes, so at most
+//! [`GROWN_CAP`] pipes are grown at a time; the rest keep the default size, and a
+//! pipe whose growth is refused keeps it too.
 
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Free pipes kept per thread (at most `2 * POOL_CAP` descriptors idle).
 const POOL_CAP: usize = 8;
 
 /// The most bytes one splice(2) call is asked to move.
 const MAX_CHUNK: usize = 1 << 20;
+
+/// Size a pipe is grown to.
+const GROWN_SIZE: libc::c_int = 256 * 1024;
+
+/// Most grown pipes alive at once in the process: 32 MiB of pipe pages, half the
+/// default per-user budget, leaving the other half for default-sized pipes (512 of
+/// them) and for other processes of the same user.
+const GROWN_CAP: usize = 128;
+
+/// Grown pipes alive in the process.
+static GROWN: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
     static FREE: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
@@ -41,6 +57,8 @@ thread_local! {
 struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
+    /// Counted in [`GROWN`].
+    grown: bool,
 }
 
 impl Pipe {
@@ -52,13 +70,39 @@ impl Pipe {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: pipe2 succeeded, so both descriptors are open and ours alone.
-        let pipe = unsafe {
+        let mut pipe = unsafe {
             Pipe {
                 read: OwnedFd::from_raw_fd(fds[0]),
                 write: OwnedFd::from_raw_fd(fds[1]),
+                grown: false,
             }
         };
+        pipe.grow();
         Ok(pipe)
+    }
+
+    /// Grows the pipe to [`GROWN_SIZE`] if fewer than [`GROWN_CAP`] pipes are grown;
+    /// a refusal (the user's pipe budget is spent) leaves it at the default size.
+    fn grow(&mut self) {
+        if GROWN.fetch_add(1, Ordering::Relaxed) >= GROWN_CAP {
+            GROWN.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        // SAFETY: F_SETPIPE_SZ on a pipe descriptor we own; no memory is passed.
+        let rc = unsafe { libc::fcntl(self.write.as_raw_fd(), libc::F_SETPIPE_SZ, GROWN_SIZE) };
+        if rc < 0 {
+            GROWN.fetch_sub(1, Ordering::Relaxed);
+        } else {
+            self.grown = true;
+        }
+    }
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        if self.grown {
+            GROWN.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -197,6 +241,30 @@ pub(crate) fn pretend_unsupported(on: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pipes_are_grown_up_to_the_cap_and_counted_until_closed() {
+        let pipe = Pipe::create().unwrap();
+        // SAFETY: F_GETPIPE_SZ on a pipe descriptor we own.
+        let size = unsafe { libc::fcntl(pipe.read.as_raw_fd(), libc::F_GETPIPE_SZ) };
+        if pipe.grown {
+            assert_eq!(size, GROWN_SIZE);
+            assert!(GROWN.load(Ordering::Relaxed) >= 1);
+        } else {
+            // Refused (the user's pipe budget is spent) or the cap is reached by
+            // tests running at the same time: the default size stays.
+            assert!(size > 0 && size < GROWN_SIZE, "size {size}");
+        }
+        drop(pipe);
+
+        // Past the cap, pipes keep the default size and are not counted.
+        let before = GROWN.swap(GROWN_CAP, Ordering::Relaxed);
+        let pipe = Pipe::create().unwrap();
+        assert!(!pipe.grown);
+        assert_eq!(GROWN.load(Ordering::Relaxed), GROWN_CAP);
+        drop(pipe);
+        GROWN.fetch_sub(GROWN_CAP - before, Ordering::Relaxed);
+    }
 
     fn free_on_this_thread() -> usize {
         FREE.with(|free| free.borrow().len())
