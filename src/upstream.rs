@@ -291,10 +291,12 @@ impl AsyncWrite for Primed {
     }
 }
 
-/// Upper bound on a response head [`exchange_raw`] reads itself (larger ones go to hyper).
-const MAX_RAW_HEAD: usize = 64 * 1024;
-/// Headers in a response head (hyper's client default; more go to hyper, which refuses).
-const MAX_RESPONSE_HEADERS: usize = 100;
+/// Upper bound on a response head read without hyper: by [`exchange_raw`] (larger ones
+/// go to hyper) and for an upgrade's answer (a WebSocket `101` is a few hundred bytes).
+pub(crate) const MAX_RAW_HEAD: usize = 64 * 1024;
+/// Headers in a response head read without hyper (hyper's client default; past it
+/// [`exchange_raw`] hands over to hyper, which refuses).
+pub(crate) const MAX_RESPONSE_HEADERS: usize = 100;
 
 /// How [`exchange_raw`] failed.
 #[derive(Debug)]

@@ -23,35 +23,45 @@ struct Counts {
 /// leaves the answer unfinished.
 const BIG: usize = 32 * 1024 * 1024;
 
-/// A keep-alive target answering `ok`, or a [`BIG`] body for `/big`.
-async fn counting_target() -> (SocketAddr, Arc<Counts>) {
+/// A target on a port of its own that counts the connections it accepts and serves
+/// each with `serve`.
+async fn target_with<F, Fut>(serve: F) -> (SocketAddr, Arc<Counts>)
+where
+    F: Fn(TcpStream, Arc<Counts>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let counts = Arc::new(Counts::default());
     let c = counts.clone();
     tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
+        while let Ok((s, _)) = listener.accept().await {
             c.opened.fetch_add(1, Ordering::SeqCst);
-            let c = c.clone();
-            tokio::spawn(async move {
-                while let Some(head) = read_head(&mut s).await {
-                    let body = if head.starts_with("GET /big ") {
-                        "x".repeat(BIG)
-                    } else {
-                        "ok".to_string()
-                    };
-                    let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
-                    if s.write_all(resp.as_bytes()).await.is_err()
-                        || s.write_all(body.as_bytes()).await.is_err()
-                    {
-                        break;
-                    }
-                }
-                c.closed.fetch_add(1, Ordering::SeqCst);
-            });
+            tokio::spawn(serve(s, c.clone()));
         }
     });
     (addr, counts)
+}
+
+/// A keep-alive target answering `ok`, or a [`BIG`] body for `/big`.
+async fn counting_target() -> (SocketAddr, Arc<Counts>) {
+    target_with(|mut s, c| async move {
+        while let Some(head) = read_head(&mut s).await {
+            let body = if head.starts_with("GET /big ") {
+                "x".repeat(BIG)
+            } else {
+                "ok".to_string()
+            };
+            let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            if s.write_all(resp.as_bytes()).await.is_err()
+                || s.write_all(body.as_bytes()).await.is_err()
+            {
+                break;
+            }
+        }
+        c.closed.fetch_add(1, Ordering::SeqCst);
+    })
+    .await
 }
 
 fn config(target: SocketAddr) -> String {
@@ -138,34 +148,25 @@ async fn a_response_the_client_abandons_does_not_return_its_connection() {
 /// HTTP/1.1 server may frame them: `Content-Length`, after an interim `100`, chunked, and
 /// close-delimited (then it closes).
 async fn framing_target() -> (SocketAddr, Arc<Counts>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let counts = Arc::new(Counts::default());
-    let c = counts.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            c.opened.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                while let Some(head) = read_head(&mut s).await {
-                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
-                    let resp: &[u8] = match path.as_str() {
-                        "/interim" => {
-                            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-                        }
-                        "/chunked" => {
-                            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
-                        }
-                        "/close" => b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nok",
-                        _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
-                    };
-                    if s.write_all(resp).await.is_err() || path == "/close" {
-                        break;
-                    }
+    target_with(|mut s, _| async move {
+        while let Some(head) = read_head(&mut s).await {
+            let path = head.split(' ').nth(1).unwrap_or("").to_string();
+            let resp: &[u8] = match path.as_str() {
+                "/interim" => {
+                    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
                 }
-            });
+                "/chunked" => {
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+                }
+                "/close" => b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nok",
+                _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            };
+            if s.write_all(resp).await.is_err() || path == "/close" {
+                break;
+            }
         }
-    });
-    (addr, counts)
+    })
+    .await
 }
 
 #[tokio::test]

@@ -20,7 +20,7 @@ use super::headers::{strip_hop_by_hop, Forwarded};
 use super::{ListenerContext, ProxyBody, TargetError};
 use crate::target_group::InFlight;
 use crate::tunnel;
-use crate::upstream::PooledBody;
+use crate::upstream::{PooledBody, MAX_RAW_HEAD, MAX_RESPONSE_HEADERS};
 use tokio_rustls::server::TlsStream;
 
 /// Relay an upgrade request to the target held by `in_flight`; a resulting tunnel keeps
@@ -277,12 +277,6 @@ impl TargetEnd {
     }
 }
 
-/// Upper bound on a target's response head during an upgrade (hyper's own is larger;
-/// a WebSocket answer is a few hundred bytes).
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-/// Headers in a target's response head (hyper's client default).
-const MAX_RESPONSE_HEADERS: usize = 100;
-
 /// What the target answered an upgrade request with.
 enum Exchanged {
     /// `101`: the head as a response, the stream, and the bytes after the head.
@@ -298,24 +292,7 @@ async fn exchange_head(
     parts: &http::request::Parts,
 ) -> Result<Exchanged, TargetError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut head = Vec::with_capacity(512);
-    head.extend_from_slice(parts.method.as_str().as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(
-        parts
-            .uri
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .as_bytes(),
-    );
-    head.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    head.extend_from_slice(b"\r\n");
+    let head = crate::upstream::encode_request_head(parts);
     let io_error = |e: std::io::Error| TargetError::Exchange(e.to_string());
     stream.write_all(&head).await.map_err(io_error)?;
 
@@ -344,7 +321,7 @@ async fn exchange_head(
                 )))
             }
         }
-        if buf.len() >= MAX_RESPONSE_HEAD {
+        if buf.len() >= MAX_RAW_HEAD {
             return Err(TargetError::Exchange(
                 "the target's answer to the upgrade has a head that is too large".to_string(),
             ));

@@ -187,27 +187,29 @@ where
         return Poll::Ready(TunnelEnd::Cancelled);
     }
     let mut activity = false;
-    if !this.up.is_done() {
-        if this.down.is_done() {
-            this.up.last_open();
-        }
-        if let Poll::Ready(Err(fault)) =
-            this.up
-                .poll_transfer(cx, this.client, this.target, &mut activity)
-        {
-            return Poll::Ready(blame(fault, Side::Client, Side::Target));
-        }
+    let down_done = this.down.is_done();
+    if let Some(end) = poll_direction(
+        this.up,
+        down_done,
+        cx,
+        this.client,
+        this.target,
+        &mut activity,
+        Side::Client,
+    ) {
+        return Poll::Ready(end);
     }
-    if !this.down.is_done() {
-        if this.up.is_done() {
-            this.down.last_open();
-        }
-        if let Poll::Ready(Err(fault)) =
-            this.down
-                .poll_transfer(cx, this.target, this.client, &mut activity)
-        {
-            return Poll::Ready(blame(fault, Side::Target, Side::Client));
-        }
+    let up_done = this.up.is_done();
+    if let Some(end) = poll_direction(
+        this.down,
+        up_done,
+        cx,
+        this.target,
+        this.client,
+        &mut activity,
+        Side::Target,
+    ) {
+        return Poll::Ready(end);
     }
     if first_eof.is_none() {
         if this.up.saw_eof() {
@@ -231,11 +233,38 @@ where
         .map(|()| TunnelEnd::IdleTimeout)
 }
 
-/// Names the side at fault for an error in the direction `reader → writer`.
-fn blame(fault: Fault, reader: Side, writer: Side) -> TunnelEnd {
-    let side = match fault.stream {
-        Faulty::Reader => reader,
-        Faulty::Writer => writer,
+/// Polls the direction reading from the `reader` side unless it is done, first telling
+/// it when the other direction is; `Some` with how the tunnel ended if it failed.
+fn poll_direction<D, R, W>(
+    direction: &mut D,
+    other_done: bool,
+    cx: &mut Context<'_>,
+    from: &mut R,
+    to: &mut W,
+    activity: &mut bool,
+    reader: Side,
+) -> Option<TunnelEnd>
+where
+    D: Direction<R, W>,
+{
+    if direction.is_done() {
+        return None;
+    }
+    if other_done {
+        direction.last_open();
+    }
+    match direction.poll_transfer(cx, from, to, activity) {
+        Poll::Ready(Err(fault)) => Some(blame(fault, reader)),
+        _ => None,
+    }
+}
+
+/// Names the side at fault for an error in the direction reading from `reader`.
+fn blame(fault: Fault, reader: Side) -> TunnelEnd {
+    let side = match (fault.stream, reader) {
+        (Faulty::Reader, side) => side,
+        (Faulty::Writer, Side::Client) => Side::Target,
+        (Faulty::Writer, Side::Target) => Side::Client,
     };
     match side {
         Side::Client => TunnelEnd::ClientError(fault.kind),

@@ -231,19 +231,24 @@ async fn sixteen_mib_each_way_concurrently(path: Path) {
     each_way_concurrently(path, 16 << 20).await;
 }
 
-async fn client_half_close_reaches_target_and_replies_still_flow(path: Path) {
-    let mut t = Tunnel::start(path, b"", b"", Duration::from_secs(30)).await;
-    t.client.write_all(b"request").await.unwrap();
-    t.client.shutdown().await.unwrap();
-    assert_eq!(read_to_eof(&mut t.target).await.unwrap(), b"request");
-
-    // The target saw EOF but can still answer.
+/// The target, having seen the client's EOF, still answers (15 bytes) and closes; the
+/// client reads the answer to its EOF.
+async fn reply_after_eof(t: &mut Tunnel) {
     t.target.write_all(b"reply after EOF").await.unwrap();
     t.target.shutdown().await.unwrap();
     assert_eq!(
         read_to_eof(&mut t.client).await.unwrap(),
         b"reply after EOF"
     );
+}
+
+async fn client_half_close_reaches_target_and_replies_still_flow(path: Path) {
+    let mut t = Tunnel::start(path, b"", b"", Duration::from_secs(30)).await;
+    t.client.write_all(b"request").await.unwrap();
+    t.client.shutdown().await.unwrap();
+    assert_eq!(read_to_eof(&mut t.target).await.unwrap(), b"request");
+
+    reply_after_eof(&mut t).await;
 
     let r = report(t.task).await;
     assert_eq!(r.end, TunnelEnd::ClientClosed);
@@ -668,12 +673,7 @@ async fn adaptive_half_close_in_copy_mode() {
     t.client.write_all(b"last words").await.unwrap();
     t.client.shutdown().await.unwrap();
     assert_eq!(read_to_eof(&mut t.target).await.unwrap(), b"last words");
-    t.target.write_all(b"reply after EOF").await.unwrap();
-    t.target.shutdown().await.unwrap();
-    assert_eq!(
-        read_to_eof(&mut t.client).await.unwrap(),
-        b"reply after EOF"
-    );
+    reply_after_eof(&mut t).await;
     assert_eq!(switches_since(switches), (0, 0));
 
     let r = report(t.task).await;
@@ -708,12 +708,7 @@ async fn adaptive_half_close_in_splice_mode() {
         "bulk did not switch to splice"
     );
 
-    t.target.write_all(b"reply after EOF").await.unwrap();
-    t.target.shutdown().await.unwrap();
-    assert_eq!(
-        read_to_eof(&mut t.client).await.unwrap(),
-        b"reply after EOF"
-    );
+    reply_after_eof(&mut t).await;
     let r = report(t.task).await;
     assert_eq!(r.end, TunnelEnd::ClientClosed);
     assert_eq!((r.client_to_target, r.target_to_client), (len as u64, 15));
