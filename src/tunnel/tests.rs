@@ -167,10 +167,7 @@ async fn bytes_flow_both_ways_with_prefixes_first(path: Path) {
     t.target.write_all(b"world").await.unwrap();
     assert_eq!(read_exact_n(&mut t.client, 18).await, b"early-target world");
 
-    t.client.shutdown().await.unwrap();
-    assert_eq!(read_to_eof(&mut t.target).await.unwrap(), b"");
-    t.target.shutdown().await.unwrap();
-    assert_eq!(read_to_eof(&mut t.client).await.unwrap(), b"");
+    close_client_then_target(&mut t).await;
 
     let r = report(t.task).await;
     assert_eq!(r.end, TunnelEnd::ClientClosed);
@@ -229,6 +226,15 @@ async fn one_mib_each_way_concurrently_without_deadlock(path: Path) {
 
 async fn sixteen_mib_each_way_concurrently(path: Path) {
     each_way_concurrently(path, 16 << 20).await;
+}
+
+/// The client closes, the target sees EOF with nothing left to read and closes too,
+/// and the client sees EOF.
+async fn close_client_then_target(t: &mut Tunnel) {
+    t.client.shutdown().await.unwrap();
+    assert_eq!(read_to_eof(&mut t.target).await.unwrap(), b"");
+    t.target.shutdown().await.unwrap();
+    assert_eq!(read_to_eof(&mut t.client).await.unwrap(), b"");
 }
 
 /// The target, having seen the client's EOF, still answers (15 bytes) and closes; the
@@ -602,10 +608,7 @@ async fn adaptive_bulk_stream_switches_to_splice_and_arrives_intact() {
     );
     assert!(pipe::taken_on_this_thread() > pipes_before, "no pipe taken");
 
-    t.client.shutdown().await.unwrap();
-    assert_eq!(read_to_eof(&mut t.target).await.unwrap(), b"");
-    t.target.shutdown().await.unwrap();
-    assert_eq!(read_to_eof(&mut t.client).await.unwrap(), b"");
+    close_client_then_target(&mut t).await;
     let r = report(t.task).await;
     assert_eq!(r.end, TunnelEnd::ClientClosed);
     assert_eq!(
@@ -650,10 +653,7 @@ async fn adaptive_small_then_bulk_then_small_switches_both_ways() {
     );
     ping_pong(&mut t, 5, 64, 6).await;
 
-    t.client.shutdown().await.unwrap();
-    assert_eq!(read_to_eof(&mut t.target).await.unwrap(), b"");
-    t.target.shutdown().await.unwrap();
-    assert_eq!(read_to_eof(&mut t.client).await.unwrap(), b"");
+    close_client_then_target(&mut t).await;
     let r = report(t.task).await;
     assert_eq!(r.end, TunnelEnd::ClientClosed);
     let small_up = (50 + 2 * runs as u64 + 5) * 64 + 50 * 100;
