@@ -34,6 +34,7 @@ pub mod proxy;
 pub mod routing;
 pub mod shutdown;
 pub mod target_group;
+pub mod tls;
 pub mod tunnel;
 pub mod upstream;
 

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use albatross::certs;
-use albatross::listener::tls::{self, TlsError};
+use albatross::listener;
+use albatross::tls::{self, TlsError};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
@@ -133,7 +134,8 @@ async fn serve(
             let (tcp, _) = listener.accept().await.unwrap();
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
-                let mut stream = match tls::accept(&acceptor, tcp, handshake_timeout).await {
+                let mut stream = match listener::handshake(&acceptor, tcp, handshake_timeout).await
+                {
                     Ok(stream) => stream,
                     Err(e) => return drop(tx.send(Err(e))),
                 };

@@ -3,8 +3,6 @@
 //! service. A failed handshake or a broken connection ends only its own task; the
 //! accept loop never stops for one.
 
-pub mod tls;
-
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -22,6 +20,7 @@ use tracing::Instrument;
 use crate::proxy::client_io::{ClientIo, ConnState};
 use crate::proxy::{self, head, ListenerContext};
 use crate::shutdown::Shutdown;
+use crate::tls::{TlsError, TlsStream};
 
 /// ALB serves up to 128 concurrent streams on one HTTP/2 connection.
 const MAX_CONCURRENT_STREAMS: u32 = 128;
@@ -85,7 +84,7 @@ async fn handshake_then_serve(
     acceptor: TlsAcceptor,
 ) {
     let timeout = ctx.runtime.config.load_balancer.tls_handshake_timeout;
-    let tls_stream = match tls::accept(&acceptor, stream, timeout).await {
+    let tls_stream = match handshake(&acceptor, stream, timeout).await {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!("{e}");
@@ -97,6 +96,23 @@ async fn handshake_then_serve(
         tracker.spawn(serve_http2(tls_stream, peer, ctx.clone()).in_current_span());
     } else {
         tracker.spawn(serve_http1(tls_stream, peer, ctx.clone()).in_current_span());
+    }
+}
+
+/// Run the server side of a TLS handshake on `stream`, giving up after
+/// `handshake_timeout`.
+pub async fn handshake<IO>(
+    acceptor: &TlsAcceptor,
+    stream: IO,
+    handshake_timeout: Duration,
+) -> Result<TlsStream<IO>, TlsError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Ok(tls),
+        Ok(Err(e)) => Err(TlsError::Handshake(e)),
+        Err(_) => Err(TlsError::HandshakeTimeout),
     }
 }
 

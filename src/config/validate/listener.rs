@@ -11,11 +11,7 @@ use toml::Spanned;
 use super::{rules, Cx, TargetGroupNames};
 use crate::config::file::{CertificateConfig, ListenerConfig};
 use crate::config::model::{CertificateFiles, Listener, Protocol, Tls};
-use crate::listener::tls;
-
-/// The security policy of an HTTPS listener that names none: ALB's console default (the
-/// API's default is the older `ELBSecurityPolicy-2016-08`).
-pub const DEFAULT_SSL_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-2021-06";
+use crate::tls;
 
 pub(super) fn listeners(
     cx: &mut Cx<'_>,
@@ -130,7 +126,7 @@ fn tls_settings(cx: &mut Cx<'_>, l: &ListenerConfig, http2: bool) -> Option<Tls>
     let ssl_policy = l
         .ssl_policy
         .as_ref()
-        .map_or(DEFAULT_SSL_POLICY.to_string(), |p| p.get_ref().clone());
+        .map_or(tls::DEFAULT_SSL_POLICY.to_string(), |p| p.get_ref().clone());
     let certs = match &l.certificates {
         Some(c) if !c.get_ref().is_empty() => c,
         Some(c) => {

@@ -1,9 +1,10 @@
-//! TLS for HTTPS listeners: PEM loading, SNI certificate choice, security policies, ALPN,
-//! session resumption and the handshake with its timeout.
+//! TLS settings for HTTPS listeners: PEM loading, SNI certificate choice, ALB's security
+//! policies, ALPN and session resumption, built into a rustls `ServerConfig`.
 //!
-//! A listener's `ServerConfig` is built once from its certificate list and `SslPolicy`
-//! ([`server_config`]); each accepted socket then goes through [`accept`]. This module never
-//! looks at HTTP: it hands a `TlsStream` to the caller.
+//! A listener's `ServerConfig` is built once, while the config is validated, from its
+//! certificate list and `SslPolicy` ([`server_config_with_alpn`]); the listener then runs
+//! each accepted socket's handshake with it (`listener::handshake`). This module owns no
+//! socket and never looks at HTTP: `config` uses it to validate, `listener` to accept.
 //!
 //! - `pem`: [`load_certified_key`], the certificate chain and key files.
 //! - `sni`: which certificate a ClientHello gets.
@@ -16,11 +17,9 @@ mod sni;
 
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rustls::server::ServerSessionMemoryCache;
 use rustls::sign::CertifiedKey;
-use tokio::io::{AsyncRead, AsyncWrite};
 pub use tokio_rustls::server::TlsStream;
 pub use tokio_rustls::TlsAcceptor;
 
@@ -140,22 +139,6 @@ pub fn server_config_with_alpn(
 /// The acceptor for a listener's config.
 pub fn acceptor(config: Arc<rustls::ServerConfig>) -> TlsAcceptor {
     TlsAcceptor::from(config)
-}
-
-/// Run the server side of the handshake on `stream`, giving up after `handshake_timeout`.
-pub async fn accept<IO>(
-    acceptor: &TlsAcceptor,
-    stream: IO,
-    handshake_timeout: Duration,
-) -> Result<TlsStream<IO>, TlsError>
-where
-    IO: AsyncRead + AsyncWrite + Unpin,
-{
-    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => Ok(tls),
-        Ok(Err(e)) => Err(TlsError::Handshake(e)),
-        Err(_) => Err(TlsError::HandshakeTimeout),
-    }
 }
 
 #[cfg(test)]

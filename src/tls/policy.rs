@@ -30,7 +30,8 @@
 use rustls::crypto::aws_lc_rs::cipher_suite as suite;
 use rustls::{CipherSuite, ProtocolVersion, SupportedCipherSuite, SupportedProtocolVersion};
 
-/// The policy used when a listener names none (the ALB console default).
+/// The policy of an HTTPS listener that names none: ALB's console default (the API's
+/// default is the older `ELBSecurityPolicy-2016-08`).
 pub const DEFAULT_SSL_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-2021-06";
 
 const PREFIX: &str = "ELBSecurityPolicy-";
