@@ -1,5 +1,6 @@
 //! The `albatross` binary: `check` prints the model or located errors with the right
-//! exit code; `backend` rejects a bad duration with a sentence.
+//! exit code; `backend` rejects a bad duration with a sentence; a process allowed one
+//! CPU runs the single-threaded runtime.
 
 use std::process::Command;
 
@@ -94,4 +95,69 @@ fn logs_to_a_pipe_carry_no_terminal_colours() {
     let _ = child.wait();
     assert!(line.contains("Heartbeat backend listening"), "{line:?}");
     assert!(!line.contains('\u{1b}'), "an escape sequence in {line:?}");
+}
+
+/// Start `albatross` with `args`, allowed to run on one CPU only (as `taskset -c N`
+/// would), and count its threads once it listens.
+#[cfg(target_os = "linux")]
+fn threads_on_one_cpu(args: &[&str]) -> usize {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("one.toml");
+    std::fs::write(
+        &config,
+        "[[listener]]\naddress = \"127.0.0.1\"\nport = 0\nprotocol = \"HTTP\"\n\
+         default_action = { type = \"fixed_response\", status_code = 200 }\n",
+    )
+    .unwrap();
+    // One CPU this test may use itself.
+    let cpu = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+            0
+        );
+        (0..libc::CPU_SETSIZE as usize)
+            .find(|&c| libc::CPU_ISSET(c, &set))
+            .unwrap()
+    };
+    let mut cmd = albatross();
+    cmd.arg("--config")
+        .arg(&config)
+        .args(args)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap() > 0 && !line.contains("listener on") {}
+    assert!(line.contains("listener on"), "{line:?}");
+    let threads = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+        .unwrap()
+        .count();
+    let _ = child.kill();
+    let _ = child.wait();
+    threads
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn one_usable_cpu_means_the_single_threaded_runtime() {
+    assert_eq!(threads_on_one_cpu(&[]), 1, "the default on one CPU");
+    // An explicit worker count still wins: two workers beside the main thread.
+    assert_eq!(threads_on_one_cpu(&["--threads", "2"]), 3, "--threads 2");
 }
