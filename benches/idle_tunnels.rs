@@ -2,7 +2,9 @@
 //!
 //! Opens N loopback tunnels in-process, pushes one byte each way through every
 //! tunnel (so each has borrowed and returned a copy buffer), lets them go idle
-//! and reports the live heap per tunnel, as counted by a global allocator. For
+//! and reports the live heap per tunnel, as counted by a global allocator: the
+//! tunnel's future and task, and its entry in a tunnel registry, as the proxy
+//! keeps one for every open tunnel. For
 //! contrast it then does the same with `tokio::io::copy_bidirectional`. The
 //! spliced path (`tunnel::splice_tcp`) is measured the same way; for each it
 //! also prints the descriptors open beyond the sockets (pipes an idle tunnel
@@ -14,14 +16,17 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
 use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use albatross::tunnel::{splice, splice_tcp, TunnelEnd, TunnelReport};
+use albatross::tunnel::{
+    splice, splice_tcp, EndRequest, EndSignal, NewTunnel, TunnelEnd, TunnelHandle, TunnelReport,
+    Tunnels,
+};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 /// Counts live heap bytes.
 struct Counting;
@@ -109,10 +114,10 @@ async fn ping(ends: &mut [(TcpStream, TcpStream)]) {
 /// Opens `n` tunnels with `open`, returns the live heap per idle tunnel.
 async fn measure<F, Fut>(name: &str, listener: &TcpListener, n: usize, open: F)
 where
-    F: Fn(TcpStream, TcpStream, CancellationToken) -> Fut,
+    F: Fn(TcpStream, TcpStream, Arc<TunnelHandle>) -> Fut,
     Fut: Future<Output = TunnelReport> + Send + 'static,
 {
-    let cancel = CancellationToken::new();
+    let tunnels = Arc::new(Tunnels::new());
     let mut all = Vec::with_capacity(n);
     for _ in 0..n {
         all.push(legs(listener).await);
@@ -120,15 +125,27 @@ where
     let mut ends = Vec::with_capacity(n);
     let mut tasks: Vec<JoinHandle<TunnelReport>> = Vec::with_capacity(n);
     let mut future_size = 0;
-    // Every tunnel shares one token, as the proxy's tunnels share their target's.
-    let tokens: Vec<CancellationToken> = (0..n).map(|_| cancel.clone()).collect();
+    let mut registrations = Vec::with_capacity(n);
 
-    // Counted from here: the futures, their tasks and whatever they keep.
+    // Counted from here: the futures, their tasks, their registry entries and whatever
+    // they keep.
     let fds_before = open_fds();
     let before = live();
     let mut futures = Vec::with_capacity(n);
-    for (legs, token) in all.into_iter().zip(tokens) {
-        let fut = open(legs.proxy_client, legs.proxy_target, token);
+    for legs in all {
+        let registration = tunnels.open(NewTunnel {
+            listener_port: 443,
+            client: legs.client.local_addr().expect("address"),
+            target: legs.target.local_addr().expect("address"),
+            target_group: Arc::from("app"),
+            target_key: 1,
+        });
+        let fut = open(
+            legs.proxy_client,
+            legs.proxy_target,
+            registration.handle().clone(),
+        );
+        registrations.push(registration);
         future_size = std::mem::size_of_val(&fut);
         futures.push(fut);
         ends.push((legs.client, legs.target));
@@ -146,10 +163,10 @@ where
         held as f64 / n as f64,
     );
 
-    cancel.cancel();
+    tunnels.close(EndRequest::Shutdown);
     for task in tasks {
         let report = task.await.expect("tunnel task");
-        assert_eq!(report.end, TunnelEnd::Cancelled, "{name}");
+        assert_eq!(report.end, TunnelEnd::Ended(EndRequest::Shutdown), "{name}");
     }
 }
 
@@ -166,63 +183,63 @@ async fn run(n: usize) {
     drop(sample);
 
     // Warm the copy-buffer free list so it is not counted per tunnel.
-    measure("warm-up", &listener, 1, |c, t, cancel| {
+    measure("warm-up", &listener, 1, |c, t, end| {
         splice(
             c,
             Bytes::new(),
             t,
             Bytes::new(),
             Duration::from_secs(600),
-            cancel,
+            end,
         )
     })
     .await;
 
-    measure("tunnel::splice", &listener, n, |c, t, cancel| {
+    measure("tunnel::splice", &listener, n, |c, t, end| {
         splice(
             c,
             Bytes::new(),
             t,
             Bytes::new(),
             Duration::from_secs(600),
-            cancel,
+            end,
         )
     })
     .await;
 
     // splice(2): warm its per-thread pipe pool the same way.
-    measure("warm-up", &listener, 1, |c, t, cancel| {
+    measure("warm-up", &listener, 1, |c, t, end| {
         splice_tcp(
             c,
             Bytes::new(),
             t,
             Bytes::new(),
             Duration::from_secs(600),
-            cancel,
+            end,
         )
     })
     .await;
 
-    measure("tunnel::splice_tcp", &listener, n, |c, t, cancel| {
+    measure("tunnel::splice_tcp", &listener, n, |c, t, end| {
         splice_tcp(
             c,
             Bytes::new(),
             t,
             Bytes::new(),
             Duration::from_secs(600),
-            cancel,
+            end,
         )
     })
     .await;
 
-    measure("copy_bidirectional", &listener, n, |mut c, mut t, cancel| async move {
+    measure("copy_bidirectional", &listener, n, |mut c, mut t, end| async move {
         tokio::select! {
             res = tokio::io::copy_bidirectional(&mut c, &mut t) => {
                 let (up, down) = res.unwrap_or_default();
                 TunnelReport { client_to_target: up, target_to_client: down, end: TunnelEnd::ClientClosed }
             }
-            () = cancel.cancelled() => {
-                TunnelReport { client_to_target: 0, target_to_client: 0, end: TunnelEnd::Cancelled }
+            why = std::future::poll_fn(|cx| end.poll_end(cx)) => {
+                TunnelReport { client_to_target: 0, target_to_client: 0, end: TunnelEnd::Ended(why) }
             }
         }
     })

@@ -14,7 +14,6 @@ use albatross::tunnel::{splice, splice_tcp, TunnelEnd};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
 const ROUNDS: usize = 7;
 /// Size of the sender's writes and the receiver's reads.
@@ -47,7 +46,7 @@ async fn run_once(listener: &TcpListener, case: Case, total: usize) -> Duration 
             let (client, proxy_client) = pair(listener).await;
             let (proxy_target, target) = pair(listener).await;
             let idle = Duration::from_secs(60);
-            let cancel = CancellationToken::new();
+            let end = std::sync::Arc::new(albatross::tunnel::TunnelControl::new());
             let task = if case == Case::Splice {
                 tokio::spawn(splice_tcp(
                     proxy_client,
@@ -55,7 +54,7 @@ async fn run_once(listener: &TcpListener, case: Case, total: usize) -> Duration 
                     proxy_target,
                     Bytes::new(),
                     idle,
-                    cancel,
+                    end,
                 ))
             } else {
                 tokio::spawn(splice(
@@ -64,7 +63,7 @@ async fn run_once(listener: &TcpListener, case: Case, total: usize) -> Duration 
                     proxy_target,
                     Bytes::new(),
                     idle,
-                    cancel,
+                    end,
                 ))
             };
             (client, target, Some(task))

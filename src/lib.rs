@@ -2,26 +2,33 @@
 //! Application Load Balancer.
 //!
 //! ```text
-//!  client ──TCP──► listener ──(TLS)──► proxy (hyper) ──► routing ──► action
-//!                                                                    │
-//!                      redirect / fixed_response ◄───────────────────┤
-//!                                                                    ▼
-//!                                         target_group::pick ──► forward (pooled HTTP/1.1)
-//!                                                                │
-//!                                                       upgrade ─┴─► 101 ──► tunnel::splice
+//!  client ──TCP──► listener ──(TLS)──► proxy::serve ──► routing ──► action
+//!                  (accept, handshake)  (HTTP/1.1, h2)  (rules)       │
+//!                                                                     │
+//!             redirect / fixed_response ◄─────────────────────────────┤
+//!                                                                     ▼
+//!                          target_group::select ──► proxy::forward ──► target's keep-alive
+//!                          (group, target, cookies)      │             pool (proxy::upstream)
+//!                                                        │
+//!                                        proxy::upgrade ─┴─► 101 ──► tunnel (bytes, idle,
+//!                                                                    registry, record)
 //! ```
 //!
-//! | module | job |
-//! | --- | --- |
-//! | [`config`] | TOML → validated, immutable [`config::Config`]; errors with locations |
-//! | [`listener`] | bind, accept, TLS (certificates, SNI, policies, ALPN) |
-//! | [`routing`] | listener rules compiled into matchers; no I/O |
-//! | [`target_group`] | targets, health checks, balancing, stickiness, draining, DNS |
-//! | [`proxy`] | the hyper service: forward, upgrade, ALB headers and error pages |
-//! | [`tunnel`] | the post-101 byte pipe with idle timeout |
-//! | [`upstream`] | keep-alive HTTP/1.1 connections to targets, per target |
-//! | [`backend`] | the heartbeat WebSocket backend |
-//! | [`shutdown`] | cancellation tokens and the task tracker |
+//! Each module has one job, and the arrows point one way: `listener` → `proxy` →
+//! `routing` / `target_group` (pure answers) → `tunnel` (bytes). `config` and `tls` are
+//! leaves that the others read; `shutdown` owns how everything stops.
+//!
+//! | module | job | uses |
+//! | --- | --- | --- |
+//! | [`config`] | TOML → validated, immutable [`config::Config`]; errors with locations | `tls` |
+//! | [`tls`] | PEM, ALB security policies, SNI, ALPN → rustls configs; no sockets | |
+//! | [`listener`] | bind, accept, TLS handshakes; hands typed streams to `proxy`; no HTTP | `proxy`, `tls` |
+//! | [`proxy`] | all HTTP: serving clients, forwarding, upgrades, per-target keep-alive pools, ALB's headers and errors | `routing`, `target_group`, `tunnel` |
+//! | [`routing`] | listener rules compiled into matchers; no I/O | `config` |
+//! | [`target_group`] | targets, health checks, balancing, stickiness, draining, DNS; no HTTP client | `config` |
+//! | [`tunnel`] | the post-101 byte pipe with idle timeout; the registry of open tunnels and their records | |
+//! | [`backend`] | the heartbeat WebSocket backend | |
+//! | [`shutdown`] | cancellation tokens, the task tracker, the order of a shutdown | `tunnel` |
 //!
 //! Start a proxy in-process with [`Proxy::start`] (any listener may use port 0) and
 //! read the bound addresses from the returned [`ProxyHandle`].
@@ -36,7 +43,6 @@ pub mod shutdown;
 pub mod target_group;
 pub mod tls;
 pub mod tunnel;
-pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -44,7 +50,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 use config::model::Protocol;
 use config::{Config, ConfigErrors, Origin};
@@ -125,8 +130,7 @@ impl Proxy {
             backend_listeners.push(listener);
         }
 
-        // Backends stop last, after the proxy has drained.
-        let backend_cancel = tokio_util::sync::CancellationToken::new();
+        // Backends stop when the proxy stops accepting, and drain beside it.
         let mut backends = Vec::with_capacity(config.backends.len());
         for (b, listener) in config.backends.iter().zip(backend_listeners) {
             let options = backend::BackendOptions {
@@ -135,7 +139,8 @@ impl Proxy {
                 ping_timeout: b.ping_timeout,
                 redis: b.redis.clone(),
             };
-            let handle = backend::start(listener, options, backend_cancel.child_token())
+            let cancel = shutdown.stop_accepting.child_token();
+            let handle = backend::start(listener, options, cancel)
                 .await
                 .map_err(|source| StartError::Bind {
                     addr: b.listen,
@@ -164,7 +169,7 @@ impl Proxy {
             let tls = l
                 .tls
                 .as_ref()
-                .map(|t| TlsAcceptor::from(t.server_config.clone()));
+                .map(|t| tls::acceptor(t.server_config.clone()));
             shutdown
                 .tracker
                 .spawn(listener::run_accept_loop(listener, ctx, tls));
@@ -177,10 +182,10 @@ impl Proxy {
 
         Ok(ProxyHandle {
             targets: runtime.targets.clone(),
+            tunnels: runtime.tunnels.clone(),
             config,
             listeners,
             backends,
-            backend_cancel,
             shutdown,
         })
     }
@@ -214,9 +219,9 @@ pub struct BoundListener {
 pub struct ProxyHandle {
     config: Arc<Config>,
     targets: Arc<target_group::TargetGroups>,
+    tunnels: Arc<tunnel::Tunnels>,
     listeners: Vec<BoundListener>,
     backends: Vec<backend::BackendHandle>,
-    backend_cancel: tokio_util::sync::CancellationToken,
     shutdown: Shutdown,
 }
 
@@ -272,8 +277,18 @@ impl ProxyHandle {
         Ok(self.targets.by_name(group)?.describe_target(addr))
     }
 
-    /// Stop accepting, let in-flight requests finish and tunnels run until the
-    /// configured `shutdown_timeout`, then close what is left and stop the backends.
+    /// The open tunnels, in no particular order.
+    pub fn tunnels(&self) -> Vec<tunnel::TunnelInfo> {
+        self.tunnels
+            .list()
+            .iter()
+            .map(|t| t.info().clone())
+            .collect()
+    }
+
+    /// Stop within the configured `shutdown_timeout`: stop accepting, let in-flight
+    /// requests, tunnels and the in-process backends finish, then close what is left at
+    /// the deadline (see [`shutdown`] for the order).
     pub async fn shutdown(self) {
         let deadline = self.config.load_balancer.shutdown_timeout;
         self.shutdown_within(deadline).await;
@@ -281,19 +296,22 @@ impl ProxyHandle {
 
     /// [`ProxyHandle::shutdown`] with an explicit deadline.
     ///
-    /// In-process backends stop first, so their WebSockets end with a close frame (1001)
-    /// that travels through the tunnels, rather than being cut at the deadline.
+    /// The in-process backends stop with the listeners, so their WebSockets end with a
+    /// close frame (1001) that travels through the tunnels, rather than being cut at the
+    /// deadline.
     pub async fn shutdown_within(self, deadline: Duration) {
-        self.shutdown.stop_accepting.cancel();
-        self.backend_cancel.cancel();
-        // All are cancelled at once; waiting for them in turn costs no extra time.
+        // All are stopping at once; waiting for them in turn costs no extra time.
         let backends_stopped = async {
             for b in &self.backends {
                 b.stopped().await;
             }
         };
-        let _ = tokio::time::timeout(deadline, backends_stopped).await;
-        self.shutdown.drain(deadline).await;
+        let tunnels = &self.tunnels;
+        self.shutdown
+            .run(deadline, backends_stopped, || {
+                tunnels.close(tunnel::EndRequest::Shutdown);
+            })
+            .await;
     }
 
     /// Resolves when a shutdown has begun (for callers that wait on the proxy).
@@ -304,7 +322,8 @@ impl ProxyHandle {
 
 impl Drop for ProxyHandle {
     fn drop(&mut self) {
+        // Also stops accepting, and with it the in-process backends.
         self.shutdown.close_all.cancel();
-        self.backend_cancel.cancel();
+        self.tunnels.close(tunnel::EndRequest::Shutdown);
     }
 }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use albatross::config::model::DesyncMitigationMode::*;
 use albatross::proxy::desync::{self, Mitigation, RequestSafetyTier};
-use albatross::proxy::error::ElbError;
+use albatross::proxy::error::RequestError;
 use albatross::proxy::head::{assess, HeadAction};
 use support::*;
 use tokio::net::TcpStream;
@@ -115,9 +115,9 @@ fn corpus_verdicts_follow_albs_table_in_every_mode() {
                     assert!(
                         matches!(
                             e,
-                            ElbError::BadRequest
-                                | ElbError::UriTooLong
-                                | ElbError::VersionNotSupported
+                            RequestError::BadRequest
+                                | RequestError::UriTooLong
+                                | RequestError::VersionNotSupported
                         ),
                         "{what}: {e:?}"
                     );
@@ -143,7 +143,7 @@ fn corpus_verdicts_follow_albs_table_in_every_mode() {
                             || unparsable
                             || matches!(
                                 e,
-                                ElbError::NotImplemented | ElbError::VersionNotSupported
+                                RequestError::NotImplemented | RequestError::VersionNotSupported
                             ),
                         "{what} was refused with {e:?}"
                     );

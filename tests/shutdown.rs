@@ -98,3 +98,29 @@ async fn in_process_backends_close_their_sockets_with_1001_through_the_tunnel() 
         start.elapsed()
     );
 }
+
+#[tokio::test]
+async fn the_whole_shutdown_fits_in_one_deadline() {
+    let pki = Pki::new();
+    let cert = pki.leaf("localhost", &["localhost"]);
+    let port = closed_port().await.port();
+    let backend = format!("127.0.0.1:{port}");
+    let mut text = forward_config(&pki, &cert, "60s", &[backend.parse().unwrap()]);
+    text.push_str(&format!(
+        "\n[[backend]]\nlisten = \"{backend}\"\nid = \"inproc\"\nping_interval = 0\n"
+    ));
+    let proxy = start_proxy(&pki, &text).await;
+    // A WebSocket whose client never reads: the backend's close frame (1001) gets no
+    // answer, so neither the backend nor the tunnel finishes by itself.
+    let plain = TcpStream::connect(proxy.listener_addr(1)).await.unwrap();
+    let _ws = ws_handshake(plain, "localhost", "/ws").await;
+    eventually("the tunnel to open", || proxy.tunnels().len() == 1).await;
+
+    let deadline = Duration::from_millis(600);
+    let start = Instant::now();
+    within("shutdown", proxy.shutdown_within(deadline)).await;
+    let took = start.elapsed();
+    // Backends, connections and tunnels drain together: one deadline, not one each.
+    assert!(took >= deadline - Duration::from_millis(20), "{took:?}");
+    assert!(took < deadline + Duration::from_millis(400), "{took:?}");
+}

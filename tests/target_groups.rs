@@ -810,7 +810,7 @@ async fn draining_keeps_live_tunnels_until_the_delay_then_closes_them() {
         (HealthState::Unused, Some("Target.NotRegistered"))
     );
     eventually("the close cause to be logged", || {
-        logs.text().contains("cause=\"target_deregistered\"")
+        logs.text().contains("cause=\"deregistration\"")
     })
     .await;
     assert!(logs.text().contains("Target ") && logs.text().contains("is now draining"));

@@ -1,5 +1,6 @@
 //! Keep-alive connections to targets: reused across client connections, closed after
-//! the idle timeout, never reused after a response the client did not read to the end.
+//! the idle timeout or when their target leaves its group, never reused after a
+//! response the client did not read to the end.
 
 mod support;
 
@@ -196,6 +197,42 @@ async fn answers_to_bodiless_requests_are_relayed_however_they_are_framed() {
     let resp = get(addr, "/close").await;
     assert_eq!(status_of(&resp), 200, "{resp}");
     assert!(body_of(&resp).contains("ok"), "{resp}");
+    let resp = get(addr, "/").await;
+    assert_eq!(body_of(&resp), "ok", "{resp}");
+    assert_eq!(counts.opened.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_targets_pool_is_dropped_when_it_leaves_its_group() {
+    let pki = Pki::new();
+    let (target, counts) = counting_target().await;
+    // An idle timeout far beyond the test: only the target's departure closes its pool.
+    let text = config(target)
+        .replace("idle_timeout = \"1s\"", "idle_timeout = 600")
+        .replace(
+            "health_check = { enabled = false }",
+            "health_check = { enabled = false }\nderegistration_delay = \"200ms\"",
+        );
+    let proxy = start_proxy(&pki, &text).await;
+    let addr = proxy.listener_addr(0);
+
+    let resp = get(addr, "/").await;
+    assert_eq!(body_of(&resp), "ok", "{resp}");
+    assert_eq!(counts.opened.load(Ordering::SeqCst), 1);
+    assert_eq!(counts.closed.load(Ordering::SeqCst), 0, "kept alive");
+
+    proxy.deregister_target("app", target).unwrap();
+    eventually("the departed target's pooled connection is closed", || {
+        counts.closed.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    eventually("the target to leave its group", || {
+        proxy.target_health("app").unwrap().is_empty()
+    })
+    .await;
+
+    // Registered again, it is a new target with a pool of its own.
+    proxy.register_target("app", target).unwrap();
     let resp = get(addr, "/").await;
     assert_eq!(body_of(&resp), "ok", "{resp}");
     assert_eq!(counts.opened.load(Ordering::SeqCst), 2);

@@ -13,7 +13,6 @@
 //! part of a head, else a quiet close (a kept-alive connection going idle).
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,10 +25,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::desync::Classification;
-use super::error::ElbError;
+use super::error::RequestError;
 use super::forward::ResponseTimer;
 use super::head::{self, Framing, HeadAction};
+use super::upgrade::PendingTunnel;
 use crate::config::model::DesyncMitigationMode;
+use crate::tunnel::idle::IdleClock;
 
 /// How much a read from the client asks for at most.
 const READ_SIZE: usize = 8192;
@@ -44,13 +45,15 @@ pub struct HeadVerdict {
     pub action: HeadAction,
 }
 
-/// What the reader and the service of one connection share.
+/// What the reader, the service and the connection task of one connection share.
 #[derive(Debug, Default)]
 pub struct ConnState {
     verdicts: Mutex<VecDeque<HeadVerdict>>,
     in_flight: AtomicUsize,
     /// Kept between the connection's requests, which use it one after another.
     response_timer: Mutex<ResponseTimer>,
+    /// The tunnel to open once hyper has written a `101` and let go of the stream.
+    tunnel: Mutex<Option<PendingTunnel>>,
 }
 
 impl ConnState {
@@ -82,6 +85,19 @@ impl ConnState {
         if let Ok(mut t) = self.response_timer.lock() {
             *t = timer;
         }
+    }
+
+    /// Leave `tunnel` for the connection task, which opens it once hyper has written
+    /// the `101` that ends its part.
+    pub fn leave_tunnel(&self, tunnel: PendingTunnel) {
+        if let Ok(mut t) = self.tunnel.lock() {
+            *t = Some(tunnel);
+        }
+    }
+
+    /// The tunnel left by [`ConnState::leave_tunnel`], if any.
+    pub fn take_tunnel(&self) -> Option<PendingTunnel> {
+        self.tunnel.lock().ok()?.take()
     }
 
     fn push(&self, v: HeadVerdict) {
@@ -137,12 +153,11 @@ pub struct ClientIo<S> {
     state: ReadState,
     conn: Arc<ConnState>,
     mode: DesyncMitigationMode,
-    idle_timeout: Duration,
-    /// Armed for `last_activity + idle_timeout` or earlier; re-armed lazily when it fires
-    /// (no timer reset per read or write). Dropped once the connection is a tunnel.
+    /// When a byte last moved either way, and the idle timeout.
+    clock: IdleClock,
+    /// Armed for the clock's deadline or earlier; re-armed lazily when it fires (no
+    /// timer reset per read or write). Dropped once the connection is a tunnel.
     deadline: Option<Pin<Box<Sleep>>>,
-    /// When a byte last moved either way.
-    last_activity: Instant,
     heads: u64,
     scan: head::HeadScan,
 }
@@ -161,9 +176,8 @@ impl<S> ClientIo<S> {
             state: ReadState::Head,
             conn,
             mode,
-            idle_timeout,
+            clock: IdleClock::new(idle_timeout, Instant::now()),
             deadline: Some(Box::pin(tokio::time::sleep(idle_timeout))),
-            last_activity: Instant::now(),
             heads: 0,
             scan: head::HeadScan::default(),
         }
@@ -176,24 +190,15 @@ impl<S> ClientIo<S> {
     }
 
     fn touch(&mut self) {
-        self.last_activity = Instant::now();
+        self.clock.touch(Instant::now());
     }
 
-    /// `Ready` once nothing has moved for the idle timeout. The sleep is only re-armed
-    /// when it fires early because of activity since it was armed.
+    /// `Ready` once nothing has moved for the idle timeout (the same lazy re-arming as
+    /// a tunnel's idle timeout: [`IdleClock`]).
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(deadline) = self.deadline.as_mut() else {
-            return Poll::Pending;
-        };
-        loop {
-            if deadline.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            let due = self.last_activity + self.idle_timeout;
-            if due <= deadline.deadline() {
-                return Poll::Ready(());
-            }
-            deadline.as_mut().reset(due);
+        match self.deadline.as_mut() {
+            Some(deadline) => self.clock.poll_expired(cx, deadline.as_mut()),
+            None => Poll::Pending,
         }
     }
 
@@ -205,24 +210,10 @@ impl<S> ClientIo<S> {
         if self.pending.capacity() - self.pending.len() < READ_SIZE / 4 {
             self.pending.reserve(READ_SIZE);
         }
-        let spare = self.pending.spare_capacity_mut();
-        let start = spare.as_ptr();
-        let mut rb = ReadBuf::uninit(spare);
-        match Pin::new(&mut self.inner).poll_read(cx, &mut rb) {
-            Poll::Ready(Ok(())) => {}
-            other => return other.map_ok(|()| 0),
-        }
-        let n = rb.filled().len();
-        if rb.filled().as_ptr() != start.cast() {
-            return Poll::Ready(Err(io::Error::other("the reader replaced the read buffer")));
-        }
-        // SAFETY: the reader initialised the first `n` bytes of the spare capacity (a
-        // `ReadBuf` only counts initialised bytes as filled, and it still points there).
-        unsafe { self.pending.set_len(self.pending.len() + n) };
-        Poll::Ready(Ok(n))
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut self.pending)
     }
 
-    fn reject(&mut self, e: ElbError, classification: Classification) {
+    fn reject(&mut self, e: RequestError, classification: Classification) {
         tracing::info!(
             status = e.status(),
             classification = classification.class_field(),
@@ -464,7 +455,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
                     }
                     if this.heads == 0 || !this.pending.is_empty() {
                         let c = super::desync::classify(&this.pending);
-                        this.reject(ElbError::RequestTimeout, c);
+                        this.reject(RequestError::RequestTimeout, c);
                     } else {
                         tracing::debug!(
                             "Closing a kept-alive client connection idle for the idle timeout."

@@ -1,5 +1,15 @@
-//! Responses the load balancer makes itself, in ALB's exact shape: nginx-style HTML
-//! with CRLF line endings, `Server: awselb/2.0`, and nginx's reason phrases.
+//! Why the load balancer answered a request itself, the one mapping from that to ALB's
+//! status code ([`ProxyError::status`]), and the responses it makes, in ALB's exact
+//! shape: nginx-style HTML with CRLF line endings, `Server: awselb/2.0`, and nginx's
+//! reason phrases.
+//!
+//! Causes are kept as typed values with their sources ([`TargetError`] holds the I/O,
+//! httparse or hyper error underneath), so a log line can show the whole chain
+//! ([`Chain`]) and the status code is decided in one function.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::io;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, SERVER};
@@ -9,47 +19,178 @@ use http_body_util::Full;
 /// `Server` header value on every response the load balancer generates.
 pub const SERVER_NAME: HeaderValue = HeaderValue::from_static("awselb/2.0");
 
-/// Why the load balancer answered by itself. Each variant maps to one ALB status code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ElbError {
+/// Why the load balancer answered a request itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The request was refused before it was routed.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// The chosen target group has no target that can take the request.
+    #[error("the target group has no registered target that can take the request")]
+    NoTarget,
+    /// Talking to the chosen target failed.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+}
+
+impl ProxyError {
+    /// The status code ALB answers with: the one place where causes become codes.
+    pub fn status(&self) -> u16 {
+        match self {
+            ProxyError::Request(e) => match e {
+                RequestError::BadRequest => 400,
+                RequestError::MethodNotAllowed => 405,
+                RequestError::RequestTimeout => 408,
+                RequestError::UriTooLong => 414,
+                RequestError::TooManyForwardedFor => 463,
+                RequestError::NotImplemented => 501,
+                RequestError::VersionNotSupported => 505,
+            },
+            ProxyError::NoTarget => 503,
+            ProxyError::Target(e) => match e {
+                TargetError::ConnectTimeout | TargetError::ResponseTimeout => 504,
+                TargetError::Refused(_)
+                | TargetError::Connect(_)
+                | TargetError::Reset(_)
+                | TargetError::Io(_)
+                | TargetError::ClosedBeforeAnswer { .. }
+                | TargetError::MalformedHead(_)
+                | TargetError::InvalidHead(_)
+                | TargetError::HeadTooLarge
+                | TargetError::Http(_)
+                | TargetError::Deregistered => 502,
+            },
+        }
+    }
+}
+
+/// Why a request was refused before routing. Each kind has one ALB status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
     /// Malformed request (400).
+    #[error("the request is malformed")]
     BadRequest,
     /// TRACE (405).
+    #[error("the TRACE method is not allowed")]
     MethodNotAllowed,
     /// The client opened a connection or began a request head and then sent nothing
     /// for the idle timeout (408).
+    #[error("the client sent no complete request head within the idle timeout")]
     RequestTimeout,
     /// The request line is longer than 16 K (414).
+    #[error("the request line is longer than 16 KiB")]
     UriTooLong,
+    /// More than 30 addresses in X-Forwarded-For (463).
+    #[error("X-Forwarded-For holds more than 30 addresses")]
+    TooManyForwardedFor,
+    /// Unsupported `Transfer-Encoding` (501).
+    #[error("the Transfer-Encoding is not supported")]
+    NotImplemented,
     /// An HTTP version other than 1.0/1.1 on an HTTP/1 connection, e.g. the HTTP/2
     /// preface on a connection that did not negotiate `h2` (505).
+    #[error("the HTTP version is not supported")]
     VersionNotSupported,
-    /// Unsupported `Transfer-Encoding` (501).
-    NotImplemented,
-    /// The target refused, reset, or answered something malformed (502).
-    BadGateway,
-    /// No registered target in the group (503).
-    NoTargets,
-    /// Connecting to the target timed out, or it was silent for the idle timeout (504).
-    GatewayTimeout,
-    /// More than 30 addresses in X-Forwarded-For (463).
-    TooManyForwardedFor,
 }
 
-impl ElbError {
+impl RequestError {
+    /// The status code this refusal gets (see [`ProxyError::status`]).
     pub fn status(self) -> u16 {
-        match self {
-            ElbError::BadRequest => 400,
-            ElbError::MethodNotAllowed => 405,
-            ElbError::RequestTimeout => 408,
-            ElbError::UriTooLong => 414,
-            ElbError::VersionNotSupported => 505,
-            ElbError::NotImplemented => 501,
-            ElbError::BadGateway => 502,
-            ElbError::NoTargets => 503,
-            ElbError::GatewayTimeout => 504,
-            ElbError::TooManyForwardedFor => 463,
+        ProxyError::Request(self).status()
+    }
+}
+
+/// Why talking to a target failed, with the failure underneath as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("the target refused the connection")]
+    Refused(#[source] io::Error),
+    #[error("connecting to the target failed")]
+    Connect(#[source] io::Error),
+    #[error("connecting to the target timed out")]
+    ConnectTimeout,
+    #[error("the target did not answer within the idle timeout")]
+    ResponseTimeout,
+    #[error("the target reset the connection")]
+    Reset(#[source] io::Error),
+    #[error("the connection to the target failed")]
+    Io(#[source] io::Error),
+    /// The classic keep-alive race when `reused`: ALB answers 502 and so do we (no retry).
+    #[error("the target closed the connection before answering{}", race_hint(.reused))]
+    ClosedBeforeAnswer { reused: bool },
+    #[error("the target's response head is not valid HTTP/1.1")]
+    MalformedHead(#[source] httparse::Error),
+    #[error("the target's response head has an invalid header")]
+    InvalidHead(#[source] http::Error),
+    #[error("the target's response head is larger than 64 KiB")]
+    HeadTooLarge,
+    #[error("the HTTP exchange with the target failed")]
+    Http(#[source] hyper::Error),
+    #[error("the target was deregistered and its deregistration delay ended")]
+    Deregistered,
+}
+
+/// What a close before the answer on a reused connection most likely means.
+fn race_hint(reused: &bool) -> &'static str {
+    if *reused {
+        " on a reused keep-alive connection; when this recurs, the target's keep-alive \
+         timeout is shorter than the load balancer's idle timeout"
+    } else {
+        ""
+    }
+}
+
+impl TargetError {
+    /// An I/O error on an established connection to the target: resets are told apart.
+    pub fn io(e: io::Error) -> TargetError {
+        match e.kind() {
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe => TargetError::Reset(e),
+            _ => TargetError::Io(e),
         }
+    }
+
+    /// A failed connect: refused, timed out, or anything else.
+    pub fn connect(e: io::Error) -> TargetError {
+        match e.kind() {
+            io::ErrorKind::ConnectionRefused => TargetError::Refused(e),
+            io::ErrorKind::TimedOut => TargetError::ConnectTimeout,
+            _ => TargetError::Connect(e),
+        }
+    }
+
+    /// A failure reported by hyper's client; `reused` tells whether the connection had
+    /// served an exchange before.
+    pub fn hyper(e: hyper::Error, reused: bool) -> TargetError {
+        if e.is_incomplete_message() || e.is_canceled() {
+            return TargetError::ClosedBeforeAnswer { reused };
+        }
+        TargetError::Http(e)
+    }
+}
+
+/// An error and its causes as one sentence: "The target refused the connection:
+/// connection refused (os error 111)."
+pub struct Chain<'a>(pub &'a (dyn StdError + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let first = self.0.to_string();
+        let mut chars = first.chars();
+        if let Some(c) = chars.next() {
+            write!(f, "{}{}", c.to_uppercase(), chars.as_str())?;
+        }
+        let mut last = first;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            last = s.to_string();
+            write!(f, ": {last}")?;
+            source = s.source();
+        }
+        if !last.ends_with(['.', '!', '?']) {
+            f.write_str(".")?;
+        }
+        Ok(())
     }
 }
 
@@ -127,6 +268,34 @@ pub fn set_reason<B>(resp: &mut Response<B>, status: u16) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn causes_map_to_albs_status_codes() {
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            ProxyError::from(TargetError::connect(refused)).status(),
+            502
+        );
+        let slow = io::Error::from(io::ErrorKind::TimedOut);
+        assert_eq!(ProxyError::from(TargetError::connect(slow)).status(), 504);
+        assert_eq!(ProxyError::from(TargetError::ResponseTimeout).status(), 504);
+        assert_eq!(ProxyError::NoTarget.status(), 503);
+        assert_eq!(RequestError::TooManyForwardedFor.status(), 463);
+        assert_eq!(RequestError::RequestTimeout.status(), 408);
+    }
+
+    #[test]
+    fn a_chain_reads_as_one_sentence_with_its_causes() {
+        let reset = io::Error::new(io::ErrorKind::ConnectionReset, "connection reset by peer");
+        let e = ProxyError::from(TargetError::io(reset));
+        assert!(matches!(e, ProxyError::Target(TargetError::Reset(_))));
+        assert_eq!(
+            Chain(&e).to_string(),
+            "The target reset the connection: connection reset by peer."
+        );
+        let race = TargetError::ClosedBeforeAnswer { reused: true };
+        assert!(Chain(&race).to_string().contains("keep-alive timeout"));
+    }
 
     #[test]
     fn bodies_have_albs_lengths() {

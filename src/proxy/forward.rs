@@ -1,6 +1,5 @@
-//! Plain HTTP forwarding over keep-alive connections to targets ([`crate::upstream`]).
+//! Plain HTTP forwarding over keep-alive connections to targets ([`super::upstream`]).
 
-use std::error::Error as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
@@ -10,12 +9,14 @@ use http::uri::{Parts, Uri};
 use http::{Method, Request, Response, Version};
 use http_body_util::Either;
 use hyper::body::{Body as _, Incoming};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use super::headers::{connection_has, strip_hop_by_hop, Forwarded};
-use super::{ProxyBody, TargetError};
+use super::error::TargetError;
+use super::headers::{close_target_connection, connection_has, strip_hop_by_hop, Forwarded};
+use super::upstream::{self, Conn, Expect, PooledBody, RawAnswer, Sender, Upstream};
+use super::ProxyBody;
 use crate::target_group::InFlight;
-use crate::upstream::{self, Conn, ConnectError, PooledBody, RawAnswer, RawError, Sender};
 
 /// Send `req` to the target held by `in_flight` and return its response, hop-by-hop
 /// headers removed. Waiting for the response is bounded by the idle timeout (504 when it
@@ -25,8 +26,7 @@ pub async fn forward(
     req: Request<Incoming>,
     in_flight: &InFlight,
     fwd: &Forwarded,
-    connect_timeout: Duration,
-    idle_timeout: Duration,
+    upstream: &Upstream,
     timer: &mut ResponseTimer,
 ) -> Result<Response<ProxyBody>, TargetError> {
     let target = in_flight.target();
@@ -36,6 +36,7 @@ pub async fn forward(
     // X-Forwarded-For/-Proto/-Port, X-Amzn-Trace-Id and maybe Host: grow the map once.
     parts.headers.reserve(5);
     fwd.apply(&mut parts.headers, authority.as_deref());
+    close_target_connection(&parts.extensions, &mut parts.headers);
     if !parts.headers.contains_key(HOST) {
         // A request without Host (HTTP/1.0) names the target, as an HTTP client would.
         parts.headers.insert(HOST, host_value(target.addr));
@@ -46,58 +47,56 @@ pub async fn forward(
     let reuse = !parts.headers.contains_key(CONNECTION);
     // A request without a body needs no hyper client (see `upstream`).
     let bodiless = body.is_end_stream() && parts.method != Method::CONNECT;
+    let pool = upstream.pool(target);
 
     // Made in place, pinned: `select!` then holds a pointer instead of copying the
     // future (a large one) into its own state.
     let exchange = std::pin::pin!(async {
-        let taken = target.conns().take(idle_timeout);
-        let (mut sender, req) = match (taken, bodiless) {
-            (Some(Conn::Raw(stream)), true) => return exchange_raw(stream, parts, body).await,
-            (None, true) => {
-                let stream = upstream::connect_tcp(target.addr, connect_timeout)
-                    .await
-                    .map_err(connect_error)?;
-                return exchange_raw(stream, parts, body).await;
+        let taken = pool.take(upstream.idle_timeout());
+        let (mut sender, reused, req) = match (taken, bodiless) {
+            (Some(Conn::Raw(stream)), true) => {
+                return exchange_raw(upstream, stream, parts, body, true).await
             }
-            (taken, _) => {
-                let sender = match taken {
-                    Some(Conn::Hyper(s)) => s,
-                    Some(Conn::Raw(stream)) => {
-                        upstream::handshake(stream).await.map_err(connect_error)?
-                    }
-                    None => upstream::connect(target.addr, connect_timeout)
-                        .await
-                        .map_err(connect_error)?,
-                };
-                (sender, Request::from_parts(parts, body))
+            (None, true) => {
+                let stream = upstream.connect(target.addr).await?;
+                return exchange_raw(upstream, stream, parts, body, false).await;
+            }
+            (Some(Conn::Hyper(sender)), _) => (sender, true, Request::from_parts(parts, body)),
+            (Some(Conn::Raw(stream)), _) => {
+                let sender = upstream.handshake(stream).await?;
+                (sender, true, Request::from_parts(parts, body))
+            }
+            (None, _) => {
+                let stream = upstream.connect(target.addr).await?;
+                let sender = upstream.handshake(stream).await?;
+                (sender, false, Request::from_parts(parts, body))
             }
         };
-        let resp = sender.send_request(req).await.map_err(exchange_error)?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| TargetError::hyper(e, reused))?;
         let (head, body) = resp.into_parts();
         Ok::<_, TargetError>((head, Answer::Hyper(body, sender)))
     });
-    let deadline = timer.arm(idle_timeout);
+    let deadline = timer.arm(upstream.idle_timeout());
     let (mut parts, answer) = tokio::select! {
         // An answer that is ready wins over a timer that ran out at the same time.
         biased;
         r = exchange => r?,
         () = deadline => return Err(TargetError::ResponseTimeout),
-        () = target.drain_token().cancelled() => {
-            return Err(TargetError::Exchange(
-                "the target was deregistered and its deregistration delay ended".to_string(),
-            ))
-        }
+        () = target.drain_token().cancelled() => return Err(TargetError::Deregistered),
     };
     let reuse = reuse && !connection_has(&parts.headers, "close");
     strip_hop_by_hop(&mut parts.headers, false);
-    let home = target.conns().clone();
+    let home = reuse.then(|| pool.clone());
     let body = match answer {
-        Answer::Hyper(body, sender) => PooledBody::new(body, sender, home, reuse),
+        Answer::Hyper(body, sender) => PooledBody::new(body, sender, home),
         Answer::Raw {
             stream,
             rest,
             length,
-        } => PooledBody::raw(stream, rest, length, home, reuse),
+        } => PooledBody::raw(stream, rest, length, home),
     };
     Ok(Response::from_parts(parts, Either::Left(body)))
 }
@@ -121,32 +120,43 @@ impl ResponseTimer {
     }
 }
 
-/// A target's answer: read by hyper, or by [`upstream::exchange_raw`].
+/// A target's answer: read by hyper, or by the raw exchange.
 enum Answer {
     Hyper(Incoming, Sender),
     Raw {
-        stream: tokio::net::TcpStream,
+        stream: TcpStream,
         rest: bytes::BytesMut,
         length: u64,
     },
 }
 
-/// Send a request without a body on a bare stream; hyper reads answers
-/// [`upstream::exchange_raw`] leaves to it.
+/// Send a request without a body on a bare stream; hyper reads the answers the raw
+/// exchange leaves to it.
 async fn exchange_raw(
-    stream: tokio::net::TcpStream,
+    upstream: &Upstream,
+    stream: TcpStream,
     mut parts: http::request::Parts,
     body: Incoming,
+    reused: bool,
 ) -> Result<(http::response::Parts, Answer), TargetError> {
     let head = upstream::encode_request_head(&parts);
     let headers = std::mem::take(&mut parts.headers);
-    match upstream::exchange_raw(stream, &head, &parts.method, headers).await {
-        Ok(RawAnswer::Read {
+    let answer = upstream::exchange(
+        stream,
+        &head,
+        &parts.method,
+        Expect::Response,
+        headers,
+        reused,
+    )
+    .await?;
+    match answer {
+        RawAnswer::Read {
             head,
             length,
             stream,
             rest,
-        }) => Ok((
+        } => Ok((
             head,
             Answer::Raw {
                 stream,
@@ -154,23 +164,15 @@ async fn exchange_raw(
                 length,
             },
         )),
-        Ok(RawAnswer::ForHyper(stream, received)) => {
-            let mut sender = upstream::handshake_primed(stream, received.freeze())
-                .await
-                .map_err(connect_error)?;
-            // Stands for the request already written: only its method matters (the
-            // framing of the answer to a HEAD).
-            let mut stand_in = Request::new(body);
-            *stand_in.method_mut() = parts.method;
-            let resp = sender
-                .send_request(stand_in)
-                .await
-                .map_err(exchange_error)?;
-            let (head, body) = resp.into_parts();
+        RawAnswer::ForHyper(stream, received) => {
+            let (head, body, sender) = upstream
+                .read_with_hyper(stream, received, parts.method, body, reused)
+                .await?;
             Ok((head, Answer::Hyper(body, sender)))
         }
-        Err(RawError::Closed) => Err(TargetError::Exchange(KEEP_ALIVE_RACE.to_string())),
-        Err(RawError::Io(e)) => Err(TargetError::Exchange(e.to_string())),
+        RawAnswer::Switched { .. } => {
+            unreachable!("the raw exchange answers `Switched` only to an upgrade")
+        }
     }
 }
 
@@ -209,35 +211,4 @@ fn host_value(target: SocketAddr) -> HeaderValue {
         target.to_string()
     };
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("localhost"))
-}
-
-fn connect_error(e: ConnectError) -> TargetError {
-    match e {
-        ConnectError::Timeout => TargetError::ConnectTimeout,
-        ConnectError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
-            TargetError::ConnectTimeout
-        }
-        ConnectError::Io(io) => TargetError::Connect(io),
-        ConnectError::Handshake(h) => TargetError::Exchange(h.to_string()),
-    }
-}
-
-/// Why a target connection closed before an answer, most likely.
-const KEEP_ALIVE_RACE: &str = "the target closed the connection as the request was sent on it; \
-    when this happens on reused connections, the target's keep-alive timeout is shorter than \
-    the load balancer's idle timeout";
-
-fn exchange_error(e: hyper::Error) -> TargetError {
-    if e.is_incomplete_message() || e.is_canceled() {
-        // The classic keep-alive race: ALB answers 502 and so do we (no retry).
-        return TargetError::Exchange(KEEP_ALIVE_RACE.to_string());
-    }
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    TargetError::Exchange(msg)
 }

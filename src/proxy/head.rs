@@ -9,7 +9,7 @@
 //! hyper's bare `400`.
 
 use super::desync::{self, Classification, Mitigation};
-use super::error::ElbError;
+use super::error::RequestError;
 use crate::config::model::DesyncMitigationMode;
 
 /// ALB's limit on the request line (longer → 414).
@@ -39,7 +39,7 @@ pub enum HeadAction {
     /// (desync `Ambiguous` in defensive mode).
     Serve { close_after: bool },
     /// Answer with this ALB error and close the client connection.
-    Reject(ElbError),
+    Reject(RequestError),
 }
 
 /// The decision about one head.
@@ -54,7 +54,7 @@ pub struct Assessment {
 }
 
 impl Assessment {
-    fn reject(classification: Classification, e: ElbError) -> Assessment {
+    fn reject(classification: Classification, e: RequestError) -> Assessment {
         Assessment {
             classification,
             action: HeadAction::Reject(e),
@@ -82,7 +82,7 @@ impl HeadScan {
 
     /// Look at `buf` (the same buffer, grown since the last call): the index after the
     /// head's empty line once it is there, or the error for a head over a limit.
-    pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, ElbError> {
+    pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, RequestError> {
         for (i, &b) in buf.iter().enumerate().skip(self.scanned) {
             if b != b'\n' {
                 continue;
@@ -104,12 +104,12 @@ impl HeadScan {
             buf.len()
         };
         if request_line_len > MAX_REQUEST_LINE {
-            return Err(ElbError::UriTooLong);
+            return Err(RequestError::UriTooLong);
         }
         if buf.len() > MAX_HEAD
             || (self.request_line_seen && buf.len() - self.line_start > MAX_HEADER_LINE)
         {
-            return Err(ElbError::BadRequest);
+            return Err(RequestError::BadRequest);
         }
         Ok(None)
     }
@@ -124,13 +124,13 @@ pub fn assess(head: &[u8], mode: DesyncMitigationMode) -> Assessment {
     let mut lines = head.split(|&b| b == b'\n');
     let request_line = lines.next().unwrap_or_default();
     if request_line.len() > MAX_REQUEST_LINE {
-        return reject(ElbError::UriTooLong);
+        return reject(RequestError::UriTooLong);
     }
     if head.len() > MAX_HEAD || lines.any(|l| l.len() > MAX_HEADER_LINE) {
-        return reject(ElbError::BadRequest);
+        return reject(RequestError::BadRequest);
     }
     if is_unsupported_version(request_line) {
-        return reject(ElbError::VersionNotSupported);
+        return reject(RequestError::VersionNotSupported);
     }
 
     // Uninitialised: a head has a few headers, and initialising all 256 slots cost
@@ -140,11 +140,11 @@ pub fn assess(head: &[u8], mode: DesyncMitigationMode) -> Assessment {
     match req.parse_with_uninit_headers(head, &mut headers) {
         Ok(httparse::Status::Complete(_)) => {}
         // Not HTTP/1 that hyper (or anyone) can forward: 400 whatever the mode.
-        _ => return reject(ElbError::BadRequest),
+        _ => return reject(RequestError::BadRequest),
     }
     let mitigation = desync::mitigation(mode, classification.tier);
     if mitigation == Mitigation::Block {
-        return reject(ElbError::BadRequest);
+        return reject(RequestError::BadRequest);
     }
 
     let http11 = req.version == Some(1);
@@ -165,7 +165,7 @@ pub fn assess(head: &[u8], mode: DesyncMitigationMode) -> Assessment {
                 if coding.eq_ignore_ascii_case(b"chunked") {
                     te_only_identity = false;
                 } else if !coding.eq_ignore_ascii_case(b"identity") {
-                    return reject(ElbError::NotImplemented);
+                    return reject(RequestError::NotImplemented);
                 }
                 last = Some(coding);
             }
@@ -173,10 +173,10 @@ pub fn assess(head: &[u8], mode: DesyncMitigationMode) -> Assessment {
         } else if h.name.eq_ignore_ascii_case("content-length") {
             // hyper's rule: digits only, and repeated values must agree.
             let Some(n) = parse_length(h.value) else {
-                return reject(ElbError::BadRequest);
+                return reject(RequestError::BadRequest);
             };
             if length.is_some_and(|prev| prev != n) {
-                return reject(ElbError::BadRequest);
+                return reject(RequestError::BadRequest);
             }
             length = Some(n);
         } else if h.name.eq_ignore_ascii_case("upgrade") {
@@ -196,7 +196,7 @@ pub fn assess(head: &[u8], mode: DesyncMitigationMode) -> Assessment {
         Framing::Length(length.unwrap_or(0))
     } else if te_seen {
         if !http11 || !te_chunked_last {
-            return reject(ElbError::BadRequest);
+            return reject(RequestError::BadRequest);
         }
         Framing::Chunked
     } else {
@@ -279,22 +279,22 @@ mod tests {
         let long_uri = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(17000));
         assert_eq!(
             action(&long_uri, Monitor),
-            HeadAction::Reject(ElbError::UriTooLong)
+            HeadAction::Reject(RequestError::UriTooLong)
         );
         let long_header = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(17000));
         assert_eq!(
             action(&long_header, Monitor),
-            HeadAction::Reject(ElbError::BadRequest)
+            HeadAction::Reject(RequestError::BadRequest)
         );
         assert_eq!(
             action("PRI * HTTP/2.0\r\n\r\n", Monitor),
-            HeadAction::Reject(ElbError::VersionNotSupported)
+            HeadAction::Reject(RequestError::VersionNotSupported)
         );
         let scan = |buf: &[u8]| HeadScan::default().scan(buf);
-        assert_eq!(scan(&[b'a'; 16 * 1024 + 1]), Err(ElbError::UriTooLong));
+        assert_eq!(scan(&[b'a'; 16 * 1024 + 1]), Err(RequestError::UriTooLong));
         let mut many = b"GET / HTTP/1.1\r\n".to_vec();
         many.extend(std::iter::repeat_n(b'x', 16 * 1024 + 1));
-        assert_eq!(scan(&many), Err(ElbError::BadRequest));
+        assert_eq!(scan(&many), Err(RequestError::BadRequest));
         assert_eq!(scan(b"GET / HTTP/1.1\r\nHost: a\r\n"), Ok(None));
     }
 
@@ -321,7 +321,7 @@ mod tests {
                 "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
                 Defensive
             ),
-            HeadAction::Reject(ElbError::NotImplemented)
+            HeadAction::Reject(RequestError::NotImplemented)
         );
         let a = assess(
             b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\r\n",

@@ -15,10 +15,20 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 pub static X_AMZN_TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
-/// Internal marker between the desync verdict and [`Forwarded::apply`]: send
-/// `Connection: close` so the target connection is not reused. Never leaves the process.
-pub static X_ALBATROSS_CLOSE_TARGET: HeaderName =
-    HeaderName::from_static("x-albatross-close-target");
+
+/// A request extension set by the desync verdict (`Ambiguous` in defensive mode): the
+/// request goes to the target with `Connection: close`, so the target connection is not
+/// reused after it (see [`close_target_connection`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseTarget;
+
+/// Ask the target to close its connection after this request when the request carries
+/// [`CloseTarget`] (and no `Connection` header of its own).
+pub fn close_target_connection(extensions: &http::Extensions, headers: &mut HeaderMap) {
+    if extensions.get::<CloseTarget>().is_some() && !headers.contains_key(CONNECTION) {
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+}
 
 /// ALB answers 463 when X-Forwarded-For already holds more than this many addresses.
 pub const MAX_XFF_ENTRIES: usize = 30;
@@ -167,10 +177,6 @@ impl Forwarded {
     /// Apply X-Forwarded-For/-Proto/-Port, the Host rule and the trace id.
     /// `authority` is the absolute-form URI's authority, when the request line had one.
     pub fn apply(&self, headers: &mut HeaderMap, authority: Option<&str>) {
-        if headers.remove(&X_ALBATROSS_CLOSE_TARGET).is_some() && !headers.contains_key(CONNECTION)
-        {
-            headers.insert(CONNECTION, HeaderValue::from_static("close"));
-        }
         // The load balancer answered `100 Continue` itself (hyper does, as soon as the
         // body is read for forwarding); the target must not wait for its own.
         headers.remove(EXPECT);

@@ -1,7 +1,23 @@
-//! The hyper service, the only module that speaks HTTP: for each request it asks
-//! `routing` for the action, `target_group` for a target, then forwards the request
-//! (`forward`) or relays the upgrade and hands the two connections to `tunnel`
-//! (`upgrade`). Errors become ALB's status codes in `error`.
+//! All of HTTP: serving the client connections the listener hands over (HTTP/1.1 with
+//! ALB's own head reading and upgrades, HTTP/2), and for each request asking `routing`
+//! for the action and `target_group` for a target, then forwarding the request over the
+//! target's keep-alive pool (`forward`, `upstream`) or relaying the upgrade and opening
+//! the tunnel (`upgrade`, then `tunnel`). Errors become ALB's status codes in `error`.
+//!
+//! | file | job |
+//! | --- | --- |
+//! | [`serve`] | the entry point: one client connection, HTTP/1.1 or HTTP/2, its tunnel |
+//! | [`client_io`] / [`head`] / [`desync`] | the HTTP/1 client stream: ALB's limits, 408, desync verdicts |
+//! | `respond` | one request: checks, rule action, target, answer |
+//! | [`actions`] | `redirect` and `fixed_response` |
+//! | [`forward`] | plain requests to a target |
+//! | [`upgrade`] | upgrade requests: `101` relayed, tunnel left with the connection |
+//! | [`upstream`] | connections to targets: per-target pools, the raw exchange, bodies |
+//! | [`headers`] | hop-by-hop headers, X-Forwarded-*, Host, trace id |
+//! | [`error`] | causes, the one mapping to ALB's status codes, ALB's error pages |
+//!
+//! It never touches sockets before a listener has accepted them, nor bytes after a
+//! tunnel has opened.
 
 pub mod actions;
 pub mod client_io;
@@ -10,26 +26,28 @@ pub mod error;
 pub mod forward;
 pub mod head;
 pub mod headers;
+mod respond;
+pub mod serve;
 pub mod upgrade;
+pub mod upstream;
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::HeaderValue;
-use http::{Method, Request, Response};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::model::{Action, Config, Protocol};
+use crate::config::model::{Config, Protocol};
 use crate::routing::Router;
 use crate::shutdown::Shutdown;
-use crate::target_group::{Resolve, TargetGroups};
-use crate::upstream::PooledBody;
-use error::{elb_response, ElbError};
-use forward::ResponseTimer;
-use headers::{is_upgrade, xff_entries, Forwarded, MAX_XFF_ENTRIES};
+use crate::target_group::{Resolve, Target, TargetGroups};
+use crate::tunnel::{EndRequest, Tunnels};
+use upstream::{PooledBody, Upstream};
+
+pub use serve::{serve, ClientStream};
 
 /// Response body: a target's streamed body, or one the load balancer made.
 pub type ProxyBody = Either<PooledBody, Full<Bytes>>;
@@ -39,56 +57,69 @@ pub struct Runtime {
     pub config: Arc<Config>,
     /// Target groups with their targets and health, and the stickiness key.
     pub targets: Arc<TargetGroups>,
+    /// Keep-alive pools and new connections to targets.
+    pub upstream: Arc<Upstream>,
+    /// The open tunnels.
+    pub tunnels: Arc<Tunnels>,
     pub shutdown: Shutdown,
 }
 
 impl Runtime {
-    /// Build the runtime; DNS targets are resolved once through `resolver`.
+    /// Build the runtime; DNS targets are resolved once through `resolver`. Starts the
+    /// task that follows targets leaving their groups and keeps the pools trim.
     pub async fn new(config: Arc<Config>, shutdown: Shutdown, resolver: &dyn Resolve) -> Runtime {
         let targets = Arc::new(TargetGroups::new(&config, &shutdown, resolver).await);
-        let idle_timeout = config.load_balancer.idle_timeout;
-        shutdown.tracker.spawn(close_idle_target_connections(
-            targets.clone(),
-            idle_timeout,
-            shutdown.stop_accepting.clone(),
+        let lb = &config.load_balancer;
+        let upstream = Arc::new(Upstream::new(
+            shutdown.tracker.clone(),
+            lb.connect_timeout,
+            lb.idle_timeout,
         ));
+        let tunnels = Arc::new(Tunnels::new());
+        if let Some(departures) = targets.departures() {
+            shutdown.tracker.spawn(follow_targets(
+                departures,
+                upstream.clone(),
+                tunnels.clone(),
+                shutdown.stop_accepting.clone(),
+            ));
+        }
         Runtime {
             config,
             targets,
+            upstream,
+            tunnels,
             shutdown,
         }
     }
 }
 
-/// Close keep-alive connections to targets that stayed idle for the idle timeout, until
-/// shutdown begins (then close them all).
-async fn close_idle_target_connections(
-    targets: Arc<TargetGroups>,
-    idle_timeout: std::time::Duration,
-    stop: tokio_util::sync::CancellationToken,
+/// Until shutdown begins: when a target leaves its group (its deregistration delay
+/// ended), drop its keep-alive pool and end its tunnels (cause `deregistration`); every
+/// so often, close keep-alive connections idle for the idle timeout. When shutdown
+/// begins, close every idle connection.
+async fn follow_targets(
+    mut departures: mpsc::UnboundedReceiver<Arc<Target>>,
+    upstream: Arc<Upstream>,
+    tunnels: Arc<Tunnels>,
+    stop: CancellationToken,
 ) {
-    let every = (idle_timeout / 4).clamp(
-        std::time::Duration::from_millis(100),
-        std::time::Duration::from_secs(5),
-    );
+    let every =
+        (upstream.idle_timeout() / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        for g in &targets.groups {
-            for t in g.targets().iter() {
-                t.conns().evict_idle(idle_timeout);
+            _ = tick.tick() => upstream.evict_idle(),
+            Some(target) = departures.recv() => {
+                upstream.remove(target.id);
+                let key = target.id.0;
+                tunnels.end_where(|t| t.target_key == key, EndRequest::Deregistration);
             }
         }
     }
-    for g in &targets.groups {
-        for t in g.targets().iter() {
-            t.conns().clear();
-        }
-    }
+    upstream.clear();
 }
 
 /// One listener's view: its compiled rules and the port clients connected to.
@@ -100,210 +131,4 @@ pub struct ListenerContext {
     pub port: u16,
     /// `port` as the X-Forwarded-Port value.
     pub port_value: HeaderValue,
-}
-
-/// Handle one request on a client connection whose stream type is `S` (HTTP/2 streams,
-/// and HTTP/1 connections whose heads were not read by [`client_io::ClientIo`]).
-pub async fn handle<S>(
-    req: Request<Incoming>,
-    ctx: Arc<ListenerContext>,
-    client: SocketAddr,
-) -> Result<Response<ProxyBody>, Infallible>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let waiting = ClientWaiting::new(client);
-    let resp = respond::<S>(req, &ctx, client, &mut ResponseTimer::default()).await;
-    waiting.answered();
-    Ok(resp)
-}
-
-/// Handle one request of an HTTP/1 connection read through [`client_io::ClientIo`]:
-/// apply the verdict its head got (ALB's error page, or close after the response).
-pub async fn handle_http1<S>(
-    mut req: Request<Incoming>,
-    ctx: Arc<ListenerContext>,
-    client: SocketAddr,
-    conn: Arc<client_io::ConnState>,
-) -> Result<Response<ProxyBody>, Infallible>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (verdict, _in_flight) = conn.next_verdict();
-    let close_after = match verdict.action {
-        head::HeadAction::Reject(e) => {
-            let mut resp = elb(e);
-            resp.headers_mut()
-                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-            return Ok(resp);
-        }
-        head::HeadAction::Serve { close_after } => close_after,
-    };
-    if !verdict.classification.is_compliant() {
-        // Absent means compliant: most requests carry no extension (no allocation).
-        req.extensions_mut().insert(verdict.classification);
-    }
-    req.headers_mut().remove(&headers::X_ALBATROSS_CLOSE_TARGET);
-    if close_after {
-        // Desync `Ambiguous` in defensive mode: the target connection is not reused
-        // (headers::Forwarded::apply turns this into `Connection: close`).
-        req.headers_mut().insert(
-            headers::X_ALBATROSS_CLOSE_TARGET.clone(),
-            HeaderValue::from_static("1"),
-        );
-    }
-    let waiting = ClientWaiting::new(client);
-    let mut timer = conn.take_response_timer();
-    let mut resp = respond::<S>(req, &ctx, client, &mut timer).await;
-    conn.keep_response_timer(timer);
-    waiting.answered();
-    if close_after {
-        resp.headers_mut()
-            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    Ok(resp)
-}
-
-/// Notices a client that goes away before its response: ALB records such a request
-/// as 460 in the access log and sends nothing.
-struct ClientWaiting {
-    client: SocketAddr,
-    answered: bool,
-}
-
-impl ClientWaiting {
-    fn new(client: SocketAddr) -> ClientWaiting {
-        ClientWaiting {
-            client,
-            answered: false,
-        }
-    }
-
-    fn answered(mut self) {
-        self.answered = true;
-    }
-}
-
-impl Drop for ClientWaiting {
-    fn drop(&mut self) {
-        if !self.answered {
-            tracing::info!(
-                client = %self.client,
-                elb_status_code = 460,
-                "The client closed the connection before the load balancer answered (460)."
-            );
-        }
-    }
-}
-
-async fn respond<S>(
-    req: Request<Incoming>,
-    ctx: &Arc<ListenerContext>,
-    client: SocketAddr,
-    timer: &mut ResponseTimer,
-) -> Response<ProxyBody>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    if req.method() == Method::TRACE {
-        return elb(ElbError::MethodNotAllowed);
-    }
-    if xff_entries(req.headers()) > MAX_XFF_ENTRIES {
-        return elb(ElbError::TooManyForwardedFor);
-    }
-    let mut req = req;
-    if ctx.runtime.config.load_balancer.drop_invalid_header_fields {
-        headers::drop_invalid_header_fields(req.headers_mut());
-    }
-    if req.version() == http::Version::HTTP_2 {
-        headers::host_from_authority(&mut req);
-    }
-    let (parts, body) = req.into_parts();
-    let matched = ctx.router.route(&parts, client.ip());
-    let req = Request::from_parts(parts, body);
-    match matched.action {
-        Action::FixedResponse(fixed) => actions::fixed_response(fixed).map(Either::Right),
-        Action::Redirect(redirect) => {
-            let host = request_host(&req);
-            let input = actions::RedirectInput {
-                protocol: ctx.protocol.scheme(),
-                host: headers::split_host_port(&host).0,
-                port: ctx.port,
-                path: req.uri().path(),
-                query: req.uri().query().unwrap_or(""),
-            };
-            actions::redirect_response(redirect, &input).map(Either::Right)
-        }
-        Action::Forward(forward) => {
-            let Some(selection) = ctx.runtime.targets.select(forward, req.headers()) else {
-                return elb(ElbError::NoTargets);
-            };
-            let target = selection.in_flight.addr();
-            let lb = &ctx.runtime.config.load_balancer;
-            let fwd = Forwarded {
-                client,
-                protocol: ctx.protocol,
-                port: ctx.port,
-                port_value: ctx.port_value.clone(),
-                xff_mode: lb.xff_header_processing,
-                xff_client_port: lb.xff_client_port,
-                preserve_host_header: lb.preserve_host_header,
-            };
-            let result = if is_upgrade(req.headers()) {
-                upgrade::upgrade::<S>(req, selection.in_flight, &fwd, ctx).await
-            } else {
-                let in_flight = selection.in_flight;
-                let (connect, idle) = (lb.connect_timeout, lb.idle_timeout);
-                forward::forward(req, &in_flight, &fwd, connect, idle, timer).await
-            };
-            match result {
-                Ok(mut resp) => {
-                    selection.cookies.apply(resp.headers_mut());
-                    resp
-                }
-                Err(e) => {
-                    tracing::warn!(%client, %target, "{e}");
-                    elb(e.elb_error())
-                }
-            }
-        }
-    }
-}
-
-/// The host a request addressed: absolute-form authority, else the Host header.
-fn request_host<B>(req: &Request<B>) -> String {
-    if let Some(a) = req.uri().authority() {
-        return a.as_str().to_string();
-    }
-    req.headers()
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
-}
-
-fn elb(e: ElbError) -> Response<ProxyBody> {
-    elb_response(e.status()).map(Either::Right)
-}
-
-/// Why talking to a target failed; decides the status code the client sees.
-#[derive(Debug, thiserror::Error)]
-pub enum TargetError {
-    #[error("The target refused or reset the connection: {0}.")]
-    Connect(std::io::Error),
-    #[error("Connecting to the target timed out.")]
-    ConnectTimeout,
-    #[error("The target did not answer within the idle timeout.")]
-    ResponseTimeout,
-    #[error("The target closed the connection or answered something malformed: {0}.")]
-    Exchange(String),
-}
-
-impl TargetError {
-    pub fn elb_error(&self) -> ElbError {
-        match self {
-            TargetError::ConnectTimeout | TargetError::ResponseTimeout => ElbError::GatewayTimeout,
-            TargetError::Connect(_) | TargetError::Exchange(_) => ElbError::BadGateway,
-        }
-    }
 }

@@ -25,8 +25,10 @@ pub mod select;
 pub mod sticky;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::mpsc;
 
 use crate::config::model::{Action, Config, Forward, TargetGroupId, TargetSpec};
 use crate::shutdown::Shutdown;
@@ -34,7 +36,7 @@ use crate::shutdown::Shutdown;
 pub use dns::{Resolve, StaticResolver, SystemResolver};
 pub use health_state::{HealthState, Reason};
 pub use registry::{
-    InFlight, Origin, Target, TargetGroupState, TargetHealthDescription, TargetsError,
+    InFlight, Origin, Target, TargetGroupState, TargetHealthDescription, TargetId, TargetsError,
 };
 pub use select::Selection;
 pub use sticky::StickyKey;
@@ -45,6 +47,8 @@ pub struct TargetGroups {
     /// Indexed by [`TargetGroupId`].
     pub groups: Vec<Arc<TargetGroupState>>,
     pub sticky: StickyKey,
+    /// Targets that left their group, for the one taker of [`TargetGroups::departures`].
+    departures: Mutex<Option<mpsc::UnboundedReceiver<Arc<Target>>>>,
 }
 
 impl TargetGroups {
@@ -55,11 +59,15 @@ impl TargetGroups {
             Some(secret) => StickyKey::from_secret(secret.expose()),
             None => StickyKey::random(),
         };
+        let (departed, departures) = mpsc::unbounded_channel();
         let mut groups = Vec::with_capacity(config.target_groups.len());
         for (i, g) in config.target_groups.iter().enumerate() {
             let id = TargetGroupId(i);
             let in_use = is_in_use(config, id);
-            let state = Arc::new(TargetGroupState::new(id, g, in_use, shutdown.clone()));
+            let state = Arc::new(
+                TargetGroupState::new(id, g, in_use, shutdown.clone())
+                    .with_departures(departed.clone()),
+            );
             for spec in &g.targets {
                 if let TargetSpec::Addr(a) = spec {
                     let _ = state.register(*a, Origin::Config);
@@ -68,7 +76,17 @@ impl TargetGroups {
             dns::refresh(&state, resolver).await;
             groups.push(state);
         }
-        TargetGroups { groups, sticky }
+        TargetGroups {
+            groups,
+            sticky,
+            departures: Mutex::new(Some(departures)),
+        }
+    }
+
+    /// Every target that leaves its group from now on (its deregistration delay ended),
+    /// in order. There is one such stream: the first call takes it, later calls get `None`.
+    pub fn departures(&self) -> Option<mpsc::UnboundedReceiver<Arc<Target>>> {
+        self.departures.lock().ok()?.take()
     }
 
     /// Start a health checker for every group a listener uses (with checks enabled) and
@@ -101,7 +119,7 @@ impl TargetGroups {
     pub fn by_name(&self, name: &str) -> Result<&Arc<TargetGroupState>, TargetsError> {
         self.groups
             .iter()
-            .find(|g| g.name == name)
+            .find(|g| &*g.name == name)
             .ok_or_else(|| TargetsError::UnknownGroup(name.to_string()))
     }
 

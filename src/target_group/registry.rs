@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +19,6 @@ use super::health_state::{
 };
 use crate::config::model::{Algorithm, HealthCheckPort, TargetGroup, TargetGroupId};
 use crate::shutdown::Shutdown;
-use crate::upstream::IdleConns;
 
 /// How a target may be routed to, mirrored from its health for lock-free picks.
 const ROUTE_HEALTHY: u8 = 0;
@@ -36,10 +35,26 @@ pub enum Origin {
     Api,
 }
 
+/// Names one registration of a target for the life of the process: a target registered
+/// again after it left its group has a new id. What other modules keep per target (keep-
+/// alive connections, tunnels) is keyed by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TargetId(pub u64);
+
+impl TargetId {
+    fn next() -> TargetId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        TargetId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
 /// A registered target.
 #[derive(Debug)]
 pub struct Target {
+    pub id: TargetId,
     pub addr: SocketAddr,
+    /// The name of the group it is registered in.
+    pub group: Arc<str>,
     pub origin: Origin,
     health: Mutex<TargetHealth>,
     route: AtomicU8,
@@ -49,8 +64,6 @@ pub struct Target {
     /// Cancelled when the deregistration delay ends: closes the target's tunnels and
     /// cuts requests still waiting for it. A child of the shutdown's `close_all`.
     drain: CancellationToken,
-    /// Idle keep-alive connections for requests to this target.
-    conns: Arc<IdleConns>,
 }
 
 impl Target {
@@ -62,11 +75,6 @@ impl Target {
     /// Cancelled when the target's deregistration delay has ended.
     pub fn drain_token(&self) -> &CancellationToken {
         &self.drain
-    }
-
-    /// Idle keep-alive connections to this target.
-    pub fn conns(&self) -> &Arc<IdleConns> {
-        &self.conns
     }
 
     pub fn health(&self) -> TargetHealth {
@@ -138,7 +146,7 @@ pub struct TargetHealthDescription {
 /// One target group's run-time state.
 pub struct TargetGroupState {
     pub id: TargetGroupId,
-    pub name: String,
+    pub name: Arc<str>,
     pub config: TargetGroup,
     /// Whether any listener forwards to this group (else targets are `unused`).
     pub in_use: bool,
@@ -149,6 +157,8 @@ pub struct TargetGroupState {
     epoch: Instant,
     /// Wakes the health checker when targets come or go.
     pub(super) changed: Notify,
+    /// Told of each target whose deregistration delay ended (it has left the group).
+    departures: Option<mpsc::UnboundedSender<Arc<Target>>>,
     shutdown: Shutdown,
 }
 
@@ -165,7 +175,7 @@ impl TargetGroupState {
     pub fn new(id: TargetGroupId, config: &TargetGroup, in_use: bool, shutdown: Shutdown) -> Self {
         TargetGroupState {
             id,
-            name: config.name.clone(),
+            name: Arc::from(config.name.as_str()),
             config: config.clone(),
             in_use,
             targets: ArcSwap::from_pointee(Vec::new()),
@@ -173,8 +183,16 @@ impl TargetGroupState {
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
             changed: Notify::new(),
+            departures: None,
             shutdown,
         }
+    }
+
+    /// Send each target that leaves the group (its deregistration delay ended) to
+    /// `departures`, so that what is kept for it elsewhere can go too.
+    pub fn with_departures(mut self, departures: mpsc::UnboundedSender<Arc<Target>>) -> Self {
+        self.departures = Some(departures);
+        self
     }
 
     /// The current targets (draining ones included).
@@ -210,14 +228,15 @@ impl TargetGroupState {
             TargetHealth::new(now)
         };
         let target = Arc::new(Target {
+            id: TargetId::next(),
             addr,
+            group: self.name.clone(),
             origin,
             route: AtomicU8::new(ROUTE_FAIL_OPEN),
             health: Mutex::new(health.clone()),
             slow_start_from: AtomicU64::new(0),
             outstanding: AtomicUsize::new(0),
             drain: self.shutdown.close_all.child_token(),
-            conns: Arc::default(),
         });
         target.sync_route(&health);
         let mut next = Vec::with_capacity(current.len() + 1);
@@ -272,8 +291,10 @@ impl TargetGroupState {
             }
             let open = target.outstanding();
             target.drain.cancel();
-            target.conns.clear();
             group.remove(&target);
+            if let Some(departures) = &group.departures {
+                let _ = departures.send(target.clone());
+            }
             tracing::info!(
                 target_group = %group.name,
                 target = %target.addr,

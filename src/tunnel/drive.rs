@@ -1,5 +1,5 @@
 //! The tunnel driver: one future polls both directions, the idle clock and the
-//! cancellation token, then closes what is left.
+//! tunnel's end signal, then closes what is left.
 //!
 //! [`Drive`] is written out by hand rather than as an `async fn`: it is the whole
 //! state of an idle tunnel, and a generated state machine would also keep the
@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use tokio::io::AsyncWrite;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use super::control::EndSignal;
 use super::direction::{Direction, Fault, Faulty};
 use super::idle::IdleClock;
 use super::{TunnelEnd, TunnelReport};
@@ -51,7 +51,7 @@ pin_project_lite::pin_project! {
     /// A running tunnel: `up` copies client → target, `down` target → client.
     /// Resolves to the [`TunnelReport`] once both sockets are done with.
     #[project = DriveProj]
-    pub(crate) struct Drive<C, T, Up, Down> {
+    pub(crate) struct Drive<C, T, Up, Down, E> {
         client: C,
         target: T,
         up: Up,
@@ -60,21 +60,20 @@ pin_project_lite::pin_project! {
         // The idle deadline while running, the shutdown grace while closing.
         #[pin]
         sleep: Sleep,
-        #[pin]
-        cancelled: WaitForCancellationFutureOwned,
+        end: E,
         stage: Stage,
     }
 }
 
 /// Runs a tunnel: `up` copies client → target, `down` target → client.
-pub(crate) fn drive<C, T, Up, Down>(
+pub(crate) fn drive<C, T, Up, Down, E>(
     client: C,
     target: T,
     up: Up,
     down: Down,
     idle_timeout: Duration,
-    cancel: CancellationToken,
-) -> Drive<C, T, Up, Down>
+    end: E,
+) -> Drive<C, T, Up, Down, E>
 where
     C: AsyncWrite + Unpin,
     T: AsyncWrite + Unpin,
@@ -89,17 +88,18 @@ where
         down,
         sleep: tokio::time::sleep_until(clock.deadline()),
         clock,
-        cancelled: cancel.cancelled_owned(),
+        end,
         stage: Stage::Running { first_eof: None },
     }
 }
 
-impl<C, T, Up, Down> Future for Drive<C, T, Up, Down>
+impl<C, T, Up, Down, E> Future for Drive<C, T, Up, Down, E>
 where
     C: AsyncWrite + Unpin,
     T: AsyncWrite + Unpin,
     Up: Direction<C, T>,
     Down: Direction<T, C>,
+    E: EndSignal,
 {
     type Output = TunnelReport;
 
@@ -116,7 +116,7 @@ where
                     // sides; a failed side is just dropped.
                     let (close_client, close_target) = match end {
                         TunnelEnd::ClientClosed | TunnelEnd::TargetClosed => (false, false),
-                        TunnelEnd::IdleTimeout | TunnelEnd::Cancelled => (true, true),
+                        TunnelEnd::IdleTimeout | TunnelEnd::Ended(_) => (true, true),
                         TunnelEnd::ClientError(_) => (false, true),
                         TunnelEnd::TargetError(_) => (true, false),
                     };
@@ -170,10 +170,10 @@ where
     }
 }
 
-/// Polls cancellation, both directions and the idle clock; `Ready` with how the
+/// Polls the end signal, both directions and the idle clock; `Ready` with how the
 /// tunnel ended.
-fn poll_running<C, T, Up, Down>(
-    this: &mut DriveProj<'_, C, T, Up, Down>,
+fn poll_running<C, T, Up, Down, E>(
+    this: &mut DriveProj<'_, C, T, Up, Down, E>,
     mut first_eof: Option<Side>,
     cx: &mut Context<'_>,
 ) -> Poll<TunnelEnd>
@@ -182,9 +182,10 @@ where
     T: AsyncWrite + Unpin,
     Up: Direction<C, T>,
     Down: Direction<T, C>,
+    E: EndSignal,
 {
-    if this.cancelled.as_mut().poll(cx).is_ready() {
-        return Poll::Ready(TunnelEnd::Cancelled);
+    if let Poll::Ready(why) = this.end.poll_end(cx) {
+        return Poll::Ready(TunnelEnd::Ended(why));
     }
     let mut activity = false;
     let down_done = this.down.is_done();

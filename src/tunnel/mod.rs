@@ -14,13 +14,23 @@
 //! This module owns shutting down and dropping both sockets once a tunnel
 //! ends; it never writes WebSocket frames (an idle close sends no close frame,
 //! as with ALB).
+//!
+//! Around the bytes: every open tunnel is listed in a [`Tunnels`] registry
+//! with what it joins, and is ended from outside only through its handle
+//! ([`TunnelControl`]: deregistration, shutdown). A tunnel's task ([`Tunnel`])
+//! makes one [`TunnelRecord`] when it ends (cause, bytes each way, times) and
+//! writes its close line from it. Nothing is counted or published per byte.
 
+mod control;
 mod direction;
 mod drive;
-mod idle;
+pub(crate) mod idle;
 #[cfg(target_os = "linux")]
 mod pipe;
 mod pool;
+mod record;
+mod registry;
+mod task;
 #[cfg(target_os = "linux")]
 mod zero_copy;
 
@@ -33,12 +43,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
 use direction::BufferedCopy;
 
+pub use control::{EndRequest, EndSignal, TunnelControl};
 pub use drive::SHUTDOWN_GRACE;
 pub use pool::BUF_SIZE;
+pub use record::{CloseCause, CopyPath, TunnelRecord};
+pub use registry::{NewTunnel, Registration, TunnelHandle, TunnelId, TunnelInfo, Tunnels};
+pub use task::Tunnel;
 
 /// Why a tunnel ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,8 +62,8 @@ pub enum TunnelEnd {
     TargetClosed,
     /// No byte moved either way for the idle timeout.
     IdleTimeout,
-    /// The cancellation token fired (shutdown, drain expiry).
-    Cancelled,
+    /// The end signal asked for it (deregistration, shutdown).
+    Ended(EndRequest),
     /// An I/O error on the client side.
     ClientError(std::io::ErrorKind),
     /// An I/O error on the target side.
@@ -68,29 +81,30 @@ pub struct TunnelReport {
 }
 
 /// Splice `client` and `target` until both directions end, one side fails,
-/// nothing moves for `idle_timeout`, or `cancel` fires.
+/// nothing moves for `idle_timeout`, or `end` asks for it.
 ///
 /// `client_prefix` (bytes read from the client past the request head) is
 /// written to the target first; `target_prefix` (bytes read from the target
 /// past the 101 head) is written to the client first. An EOF from one side is
 /// passed on as a write shutdown (FIN, or close_notify + FIN over TLS) of the
-/// other, and the other direction keeps flowing. On idle timeout or
-/// cancellation both sides are shut down; on an I/O error the healthy side is
+/// other, and the other direction keeps flowing. On idle timeout or an end
+/// request both sides are shut down; on an I/O error the healthy side is
 /// shut down. Both sockets are dropped when this returns.
 ///
 /// Call it as an `async fn`. The returned future does not need its own task: it polls both directions
 /// itself and holds a copy buffer only while bytes are in flight.
-pub fn splice<C, T>(
+pub fn splice<C, T, E>(
     client: C,
     client_prefix: Bytes,
     target: T,
     target_prefix: Bytes,
     idle_timeout: Duration,
-    cancel: CancellationToken,
+    end: E,
 ) -> impl Future<Output = TunnelReport>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     T: AsyncRead + AsyncWrite + Unpin,
+    E: EndSignal,
 {
     // A plain `fn` rather than `async fn`: an `async fn` wrapper would store
     // its arguments next to the inner future, making every idle tunnel bigger.
@@ -100,7 +114,7 @@ where
         BufferedCopy::new(detached(client_prefix)),
         BufferedCopy::new(detached(target_prefix)),
         idle_timeout,
-        cancel,
+        end,
     )
 }
 
@@ -124,13 +138,13 @@ fn detached(prefix: Bytes) -> Bytes {
 /// holds a buffer or a pipe only while bytes are in flight, so an idle tunnel
 /// holds neither. Where splice is unsupported, or no pipe can be had, the
 /// affected direction copies for the rest of the tunnel.
-pub fn splice_tcp(
+pub fn splice_tcp<E: EndSignal>(
     client: TcpStream,
     client_prefix: Bytes,
     target: TcpStream,
     target_prefix: Bytes,
     idle_timeout: Duration,
-    cancel: CancellationToken,
+    end: E,
 ) -> impl Future<Output = TunnelReport> {
     #[cfg(target_os = "linux")]
     let (up, down) = (
@@ -142,5 +156,5 @@ pub fn splice_tcp(
         BufferedCopy::new(detached(client_prefix)),
         BufferedCopy::new(detached(target_prefix)),
     );
-    drive::drive(client, target, up, down, idle_timeout, cancel)
+    drive::drive(client, target, up, down, idle_timeout, end)
 }

@@ -1,6 +1,7 @@
 //! End-to-end tunnel tests over real loopback sockets.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -8,9 +9,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
-use tokio_util::sync::CancellationToken;
 
-use super::{pipe, pool, splice, splice_tcp, zero_copy, TunnelEnd, TunnelReport};
+use super::{
+    pipe, pool, splice, splice_tcp, zero_copy, EndRequest, TunnelControl, TunnelEnd, TunnelReport,
+};
 
 mod tls;
 
@@ -55,7 +57,7 @@ on_both_paths!(
     target_to_client_activity_keeps_tunnel_open,
     target_reset_closes_client_and_reports_target_error,
     client_reset_closes_target_and_reports_client_error,
-    cancel_closes_both_sides,
+    end_request_closes_both_sides,
     idle_tunnel_holds_no_copy_buffer_or_pipe,
 );
 
@@ -78,7 +80,7 @@ struct Tunnel {
     client: TcpStream,
     /// The target's own socket (what the backend would hold).
     target: TcpStream,
-    cancel: CancellationToken,
+    control: Arc<TunnelControl>,
     task: JoinHandle<TunnelReport>,
 }
 
@@ -91,7 +93,7 @@ impl Tunnel {
     ) -> Self {
         let (client, proxy_client) = tcp_pair().await;
         let (proxy_target, target) = tcp_pair().await;
-        let cancel = CancellationToken::new();
+        let control = Arc::new(TunnelControl::new());
         let (client_prefix, target_prefix) = (
             Bytes::from_static(client_prefix),
             Bytes::from_static(target_prefix),
@@ -103,7 +105,7 @@ impl Tunnel {
                 proxy_target,
                 target_prefix,
                 idle,
-                cancel.clone(),
+                control.clone(),
             )),
             Path::Spliced => tokio::spawn(splice_tcp(
                 proxy_client,
@@ -111,13 +113,13 @@ impl Tunnel {
                 proxy_target,
                 target_prefix,
                 idle,
-                cancel.clone(),
+                control.clone(),
             )),
         };
         Tunnel {
             client,
             target,
-            cancel,
+            control,
             task,
         }
     }
@@ -384,18 +386,18 @@ async fn client_reset_closes_target_and_reports_client_error(path: Path) {
     );
 }
 
-async fn cancel_closes_both_sides(path: Path) {
+async fn end_request_closes_both_sides(path: Path) {
     let mut t = Tunnel::start(path, b"", b"", Duration::from_secs(30)).await;
     t.client.write_all(b"ping").await.unwrap();
     assert_eq!(read_exact_n(&mut t.target, 4).await, b"ping");
-    t.cancel.cancel();
+    t.control.end(EndRequest::Shutdown);
 
     let (client_end, target_end) =
         tokio::join!(read_to_eof(&mut t.client), read_to_eof(&mut t.target));
     assert_eq!(client_end.unwrap(), b"");
     assert_eq!(target_end.unwrap(), b"");
     let r = report(t.task).await;
-    assert_eq!(r.end, TunnelEnd::Cancelled);
+    assert_eq!(r.end, TunnelEnd::Ended(EndRequest::Shutdown));
     assert_eq!((r.client_to_target, r.target_to_client), (4, 0));
 }
 
@@ -437,9 +439,9 @@ async fn idle_tunnel_holds_no_copy_buffer_or_pipe(path: Path) {
     }
     assert_eq!(pipe::lent_on_this_thread(), pipes_before);
 
-    t.cancel.cancel();
+    t.control.end(EndRequest::Shutdown);
     let r = report(t.task).await;
-    assert_eq!(r.end, TunnelEnd::Cancelled);
+    assert_eq!(r.end, TunnelEnd::Ended(EndRequest::Shutdown));
     assert_eq!(
         (r.client_to_target, r.target_to_client),
         (6 + 300 * 1024 + 5, 4)
@@ -482,7 +484,7 @@ async fn spliced_tunnel_falls_back_to_buffered_when_splice_is_unsupported() {
 
 /// The target reads nothing while the client keeps sending: the spliced
 /// direction holds its full pipe, the idle clock keeps running as for the
-/// buffered path, and cancelling closes the pipe instead of pooling it.
+/// buffered path, and an end request closes the pipe instead of pooling it.
 #[tokio::test]
 async fn spliced_tunnel_with_a_stalled_target_closes_its_full_pipe() {
     let pipes_before = pipe::lent_on_this_thread();
@@ -494,9 +496,9 @@ async fn spliced_tunnel_with_a_stalled_target_closes_its_full_pipe() {
         res.unwrap();
     }
     assert_eq!(pipe::lent_on_this_thread(), pipes_before + 1);
-    t.cancel.cancel();
+    t.control.end(EndRequest::Shutdown);
     let r = report(t.task).await;
-    assert_eq!(r.end, TunnelEnd::Cancelled);
+    assert_eq!(r.end, TunnelEnd::Ended(EndRequest::Shutdown));
     assert_eq!(pipe::lent_on_this_thread(), pipes_before);
     drop(t.target);
 }
@@ -511,7 +513,7 @@ async fn works_over_non_tcp_streams() {
         proxy_target,
         Bytes::from_static(b"101-tail "),
         Duration::from_secs(30),
-        CancellationToken::new(),
+        Arc::new(TunnelControl::new()),
     ));
     let payload = pattern(64 * 1024, 4);
     let (sent, got) = tokio::join!(
@@ -579,9 +581,9 @@ async fn adaptive_small_writes_stay_in_copy_mode_and_arrive_intact() {
     );
     assert_eq!(switches_since(switches), (0, 0));
 
-    t.cancel.cancel();
+    t.control.end(EndRequest::Shutdown);
     let r = report(t.task).await;
-    assert_eq!(r.end, TunnelEnd::Cancelled);
+    assert_eq!(r.end, TunnelEnd::Ended(EndRequest::Shutdown));
     let small = 200 * 64 + 20 * 4000;
     assert_eq!((r.client_to_target, r.target_to_client), (4 + small, small));
 }

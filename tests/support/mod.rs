@@ -594,8 +594,16 @@ pub struct LogCapture {
     _guard: tracing::subscriber::DefaultGuard,
 }
 
+/// A second dispatcher alive for the whole test process. With a single one, tracing
+/// decides whether a new callsite is ever enabled from the default of the thread that
+/// hits it first (`has_just_one`), so an event first logged by a test without a capture
+/// would stay off for a capturing test on another thread. With two, it asks every
+/// dispatcher, captures included.
+static BYSTANDER: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+
 impl LogCapture {
     pub fn start() -> LogCapture {
+        BYSTANDER.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::new()));
         let buf: Arc<std::sync::Mutex<Vec<u8>>> = Arc::default();
         let writer = CaptureWriter(buf.clone());
         let subscriber = tracing_subscriber::fmt()

@@ -47,7 +47,7 @@ async fn tls_client_gets_close_notify_on_idle_timeout() {
         proxy_target,
         Bytes::from_static(b"tail "),
         idle,
-        CancellationToken::new(),
+        Arc::new(TunnelControl::new()),
     ));
 
     client.write_all(b"over tls").await.unwrap();
@@ -76,7 +76,7 @@ async fn tls_client_half_close_reaches_target() {
         proxy_target,
         Bytes::new(),
         Duration::from_secs(30),
-        CancellationToken::new(),
+        Arc::new(TunnelControl::new()),
     ));
 
     client.write_all(b"last words").await.unwrap();

@@ -1,0 +1,192 @@
+//! Serving a client connection the listener handed over: HTTP/1.1 with ALB's own head
+//! reading ([`ClientIo`]) and upgrades, or HTTP/2 when TLS negotiated `h2`; and, when an
+//! HTTP/1.1 connection switched protocols, opening its tunnel with the raw stream.
+//!
+//! A connection that switched is taken apart with hyper's `into_parts`, which gives the
+//! connection's own IO type back (`ClientIo<S>` over the listener's stream `S`), so the
+//! tunnel receives the raw stream by type: no downcast, nothing to fall back on.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tracing::Instrument;
+
+use super::client_io::{join, ClientIo, ConnState};
+use super::error::Chain;
+use super::{head, respond, ListenerContext};
+use crate::shutdown::Shutdown;
+use crate::tunnel::{self, CopyPath, TunnelHandle, TunnelReport};
+
+/// ALB serves up to 128 concurrent streams on one HTTP/2 connection.
+const MAX_CONCURRENT_STREAMS: u32 = 128;
+
+/// A client connection as the listener hands it over: plain TCP, or TLS over TCP. Each
+/// kind says whether it negotiated HTTP/2 and how its tunnel moves bytes.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static {
+    /// How this kind's tunnels copy.
+    const PATH: CopyPath;
+
+    /// Whether ALPN chose HTTP/2.
+    fn is_h2(&self) -> bool;
+
+    /// The tunnel between this client stream and a target (see [`tunnel::splice`]).
+    fn splice(
+        self,
+        prefix: Bytes,
+        target: TcpStream,
+        target_prefix: Bytes,
+        idle_timeout: Duration,
+        end: Arc<TunnelHandle>,
+    ) -> impl Future<Output = TunnelReport> + Send + 'static;
+}
+
+impl ClientStream for TcpStream {
+    const PATH: CopyPath = CopyPath::Splice;
+
+    fn is_h2(&self) -> bool {
+        false
+    }
+
+    /// Plain TCP on both sides: recv/send for small messages, splice(2) for bulk.
+    fn splice(
+        self,
+        prefix: Bytes,
+        target: TcpStream,
+        target_prefix: Bytes,
+        idle_timeout: Duration,
+        end: Arc<TunnelHandle>,
+    ) -> impl Future<Output = TunnelReport> + Send + 'static {
+        tunnel::splice_tcp(self, prefix, target, target_prefix, idle_timeout, end)
+    }
+}
+
+impl ClientStream for TlsStream<TcpStream> {
+    const PATH: CopyPath = CopyPath::Buffered;
+
+    fn is_h2(&self) -> bool {
+        self.get_ref().1.alpn_protocol() == Some(b"h2")
+    }
+
+    /// TLS on the client side: bytes go through user space to be decrypted.
+    fn splice(
+        self,
+        prefix: Bytes,
+        target: TcpStream,
+        target_prefix: Bytes,
+        idle_timeout: Duration,
+        end: Arc<TunnelHandle>,
+    ) -> impl Future<Output = TunnelReport> + Send + 'static {
+        tunnel::splice(self, prefix, target, target_prefix, idle_timeout, end)
+    }
+}
+
+/// Serve `stream`, accepted from `peer` by the listener `ctx`, in a task of its own on
+/// the shutdown's tracker (in the current span). Each kind of connection is its own
+/// task, sized for what it holds: a plain connection's task never carries room for a
+/// TLS stream or an HTTP/2 server.
+pub fn serve<S: ClientStream>(stream: S, peer: SocketAddr, ctx: Arc<ListenerContext>) {
+    let tracker = ctx.runtime.shutdown.tracker.clone();
+    if stream.is_h2() {
+        tracker.spawn(serve_http2(stream, peer, ctx).in_current_span());
+    } else {
+        tracker.spawn(serve_http1(stream, peer, ctx).in_current_span());
+    }
+}
+
+/// Serve HTTP/1.1 on one client connection until it closes, shutdown asks it to finish
+/// its current request, or it switches protocols (then its tunnel opens). Request heads
+/// are read through [`ClientIo`], which applies ALB's limits, idle timeout and desync
+/// verdicts.
+async fn serve_http1<S: ClientStream>(io: S, peer: SocketAddr, ctx: Arc<ListenerContext>) {
+    let shutdown = ctx.runtime.shutdown.clone();
+    let lb = &ctx.runtime.config.load_balancer;
+    let idle = lb.header_read_timeout.min(lb.idle_timeout);
+    let conn_state = Arc::new(ConnState::default());
+    let io = ClientIo::new(io, conn_state.clone(), lb.desync_mitigation_mode, idle);
+    let svc_ctx = ctx.clone();
+    let svc_state = conn_state.clone();
+    let service =
+        service_fn(move |req| respond::http1(req, svc_ctx.clone(), peer, svc_state.clone()));
+    // Without `with_upgrades`: when the connection switches, hyper leaves its IO as it
+    // is and `into_parts` gives it back, typed.
+    let mut conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        // ClientIo measures idle time and head sizes; hyper's own limits sit above ALB's.
+        .header_read_timeout(None)
+        .max_buf_size(head::MAX_HEAD * 2)
+        .max_headers(head::MAX_HEADERS)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), service);
+    match until_shutdown(Pin::new(&mut conn), &shutdown, |c| c.graceful_shutdown()).await {
+        Some(Ok(())) => {}
+        Some(Err(e)) => {
+            tracing::debug!("Client connection ended with an error: {}", Chain(&e));
+            return;
+        }
+        None => return,
+    }
+    // A tunnel is left only when the service relayed a `101`, which ends hyper's part.
+    let Some(pending) = conn_state.take_tunnel() else {
+        return;
+    };
+    let parts = conn.into_parts();
+    let (client, unread) = parts.io.into_inner().into_inner();
+    pending
+        .open(client, join(parts.read_buf, unread), &ctx.runtime)
+        .await;
+}
+
+/// Serve HTTP/2 (negotiated by ALPN on an HTTPS listener). Requests reach targets as
+/// HTTP/1.1. Extended CONNECT (RFC 8441) is not offered, so browsers open WebSockets on
+/// a separate HTTP/1.1 connection, as they do with ALB.
+async fn serve_http2<S: ClientStream>(io: S, peer: SocketAddr, ctx: Arc<ListenerContext>) {
+    let shutdown = ctx.runtime.shutdown.clone();
+    let svc_ctx = ctx.clone();
+    let service = service_fn(move |req| respond::http2(req, svc_ctx.clone(), peer));
+    let conn = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(head::MAX_HEAD as u32)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    if let Some(Err(e)) = until_shutdown(conn, &shutdown, |c| c.graceful_shutdown()).await {
+        tracing::debug!(
+            "HTTP/2 client connection ended with an error: {}",
+            Chain(&e)
+        );
+    }
+}
+
+/// Drive one client connection to its end (`Some` with how it ended). When shutdown
+/// stops accepting, the connection is asked to finish gracefully (its current requests
+/// complete, nothing new is read); when shutdown closes everything, it is left where it
+/// stands (`None`) and dropped by the caller.
+async fn until_shutdown<C, E>(
+    mut conn: Pin<&mut C>,
+    shutdown: &Shutdown,
+    graceful: impl FnOnce(Pin<&mut C>),
+) -> Option<Result<(), E>>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    tokio::select! {
+        r = conn.as_mut() => Some(r),
+        _ = shutdown.stop_accepting.cancelled() => {
+            graceful(conn.as_mut());
+            tokio::select! {
+                r = conn => Some(r),
+                _ = shutdown.close_all.cancelled() => None,
+            }
+        }
+    }
+}
