@@ -13,7 +13,11 @@
 //! | [`sticky`] | ALB's cookies and their sealed values |
 //! | [`dns`] | DNS targets and the resolver seam |
 //!
-//! It never speaks HTTP beyond reading request cookies and writing `Set-Cookie`.
+//! It answers questions (which target now, what is its health) and holds no HTTP client
+//! or connection: beyond its own health checks it reads request cookies and writes
+//! `Set-Cookie`. Each registration of a target has a [`TargetId`]; what other modules keep
+//! per target (keep-alive pools, tunnels) is keyed by it, and [`TargetGroups::departures`]
+//! tells when a target has left its group so they can let go of it.
 
 pub mod balancer;
 pub mod dns;
