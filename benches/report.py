@@ -5,7 +5,8 @@ usage: benches/report.py RESULTS.jsonl [MORE.jsonl ...]
 
 Each cell is the median over the runs; "×" is the ratio to direct; the last
 column is albatross's ratio to the best peer (nginx, haproxy, caddy) in the
-metric's own direction (↑ higher is better, ↓ lower is better). A second table
+metric's own direction (↑ higher is better, ↓ lower is better), or, when a
+baseline albatross binary ran as target `base`, albatross's ratio to it. A second table
 gives the spread, (max - min) / median in %, and a third the CPU busy during
 the measured window.
 """
@@ -13,7 +14,7 @@ import json
 import statistics
 import sys
 
-TARGETS = ["direct", "nginx", "haproxy", "caddy", "albatross"]
+TARGETS = ["direct", "nginx", "haproxy", "caddy", "base", "albatross"]
 PEERS = ["nginx", "haproxy", "caddy"]
 
 # (cell, key, label, direction, format)
@@ -95,7 +96,7 @@ def main(paths):
     out = []
     head = "| scenario: metric | " + " | ".join(present)
     if "albatross" in present:
-        head += " | albatross ÷ best peer"
+        head += " | " + ratio_label(present)
     out.append(head + " |")
     out.append("|---|" + "---:|" * (len(present) + ("albatross" in present)))
     for cell, key, label, direction, fmt in ROWS:
@@ -125,7 +126,7 @@ def main(paths):
     cpu_targets = [t for t in present if t != "direct"]
     head = "| scenario | " + " | ".join(cpu_targets)
     if "albatross" in cpu_targets:
-        head += " | albatross ÷ best peer"
+        head += " | " + ratio_label(cpu_targets)
     out.append(head + " |")
     out.append("|---|" + "---:|" * (len(cpu_targets) + ("albatross" in cpu_targets)))
     for cell, key, label, fmt in CPU_ROWS:
@@ -183,8 +184,15 @@ def main(paths):
     print("\n".join(out))
 
 
+def ratio_label(present):
+    return "albatross ÷ base" if "base" in present else "albatross ÷ best peer"
+
+
 def best_ratio(meds, direction):
     a = meds.get("albatross")
+    if "base" in meds:
+        base = meds.get("base")
+        return f"{a / base:.2f}×" if a is not None and base else "n/a"
     peers = [meds[p] for p in PEERS if meds.get(p) is not None]
     if a is None or not peers:
         return "n/a"

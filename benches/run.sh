@@ -9,6 +9,10 @@
 #                  [--out DIR] [--no-build] [--quiet-pct 15] [--quiet-wait 120]
 #
 # ALBATROSS_BIN=PATH runs that binary instead of the tree's release build.
+# ALBATROSS_BASE_BIN=PATH adds target `base`: that binary run the same way (a
+# before/after comparison in one run; the cells of both alternate).
+# ALBATROSS_ARGS / ALBATROSS_BASE_ARGS: flags for each (default "--threads 1";
+# empty for the default runtime).
 #
 # Each cell (target x scenario) starts the echo target and the proxy fresh and
 # stops both afterwards. The proxy runs on CPU 1 with one worker (nginx
@@ -63,6 +67,9 @@ for l in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "wsbench" and m.get("executable"):
         print(m["executable"])')
 ALBATROSS=${ALBATROSS_BIN:-$TARGET_DIR/release/albatross}
+ALBATROSS_BASE=${ALBATROSS_BASE_BIN:-}
+ALBATROSS_ARGS=${ALBATROSS_ARGS---threads 1}
+ALBATROSS_BASE_ARGS=${ALBATROSS_BASE_ARGS---threads 1}
 [ -x "$WSBENCH" ] || { log "wsbench did not build"; exit 1; }
 [ -x "$ALBATROSS" ] || { log "no release albatross at $ALBATROSS"; exit 1; }
 
@@ -119,8 +126,13 @@ start_proxy() {   # start_proxy TARGET: sets PROXY_PID, PROXY_PIDS, PORT_WS, POR
                 XDG_CONFIG_HOME=$WORK/caddy-home GOMAXPROCS=1 \
                 exec taskset -c 1 caddy run --config Caddyfile --adapter caddyfile) 2>>"$logf" >&2 & ;;
         albatross) PORT_WS=19301; PORT_WSS=19302
+            # shellcheck disable=SC2086
             (cd "$WORK" && RUST_LOG=warn \
-                exec taskset -c 1 "$ALBATROSS" --threads 1 --config albatross.toml) 2>>"$logf" >&2 & ;;
+                exec taskset -c 1 "$ALBATROSS" $ALBATROSS_ARGS --config albatross.toml) 2>>"$logf" >&2 & ;;
+        base) PORT_WS=19301; PORT_WSS=19302
+            # shellcheck disable=SC2086
+            (cd "$WORK" && RUST_LOG=warn \
+                exec taskset -c 1 "$ALBATROSS_BASE" $ALBATROSS_BASE_ARGS --config albatross.toml) 2>>"$logf" >&2 & ;;
         *) log "unknown target $t"; exit 2 ;;
     esac
     PROXY_PID=$!
@@ -199,6 +211,7 @@ AVAILABLE=()
 for t in "${TARGET_LIST[@]}"; do
     case "$t" in
         direct|albatross) AVAILABLE+=("$t") ;;
+        base) if [ -x "$ALBATROSS_BASE" ]; then AVAILABLE+=("$t"); else log "base needs ALBATROSS_BASE_BIN: skipped"; fi ;;
         *) if command -v "$t" >/dev/null; then AVAILABLE+=("$t"); else log "$t is not installed: skipped"; fi ;;
     esac
 done
@@ -208,7 +221,8 @@ done
     echo "nproc: $(nproc)"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
     echo "kernel: $(uname -r)"
-    echo "albatross: $("$ALBATROSS" --version 2>&1), commit $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo "albatross: $("$ALBATROSS" --version 2>&1), commit $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown), flags: ${ALBATROSS_ARGS:-none}"
+    [ -n "$ALBATROSS_BASE" ] && echo "base: $ALBATROSS_BASE, flags: ${ALBATROSS_BASE_ARGS:-none}"
     command -v nginx >/dev/null && echo "nginx: $(nginx -v 2>&1 | sed 's/.*: //')"
     command -v haproxy >/dev/null && echo "haproxy: $(haproxy -v 2>&1 | head -1)"
     command -v caddy >/dev/null && echo "caddy: $(caddy version 2>&1)"

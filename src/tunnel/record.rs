@@ -128,7 +128,7 @@ impl TunnelRecord {
             client: info.client,
             target: info.target,
             target_group: info.target_group.clone(),
-            opened_at: info.opened_at,
+            opened_at: info.opened_at(),
             closed_at: SystemTime::now(),
             bytes_from_client: report.client_to_target,
             bytes_to_client: report.target_to_client,

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::control::{EndRequest, EndSignal, TunnelControl};
 
@@ -36,7 +36,16 @@ pub struct TunnelInfo {
     /// Who registered the target, as the caller keys targets (the target's id): the
     /// tunnels of one target are ended together.
     pub target_key: u64,
-    pub opened_at: SystemTime,
+    /// When it opened, in microseconds since the Unix epoch (see
+    /// [`TunnelInfo::opened_at`]; eight bytes instead of sixteen, per open tunnel).
+    opened_us: u64,
+}
+
+impl TunnelInfo {
+    /// When the tunnel opened.
+    pub fn opened_at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_micros(self.opened_us)
+    }
 }
 
 /// A new tunnel's [`TunnelInfo`] before it has an id and an opening time.
@@ -78,6 +87,10 @@ impl EndSignal for TunnelHandle {
     }
 }
 
+// Every open tunnel holds one handle: with the `Arc`'s two counts it is 160 bytes, one
+// of the allocator's size classes (a few more bytes would cost 32).
+const _: () = assert!(std::mem::size_of::<TunnelHandle>() <= 144);
+
 /// The open tunnels of one proxy.
 #[derive(Debug, Default)]
 pub struct Tunnels {
@@ -105,7 +118,9 @@ impl Tunnels {
                 target: new.target,
                 target_group: new.target_group,
                 target_key: new.target_key,
-                opened_at: SystemTime::now(),
+                opened_us: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as u64),
             },
             control: TunnelControl::new(),
         });
