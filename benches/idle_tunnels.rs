@@ -21,12 +21,28 @@ use std::time::Duration;
 
 use albatross::tunnel::{
     splice, splice_tcp, EndRequest, EndSignal, NewTunnel, TunnelEnd, TunnelHandle, TunnelReport,
-    Tunnels,
+    TunnelTarget, Tunnels,
 };
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+
+/// The echo target every tunnel joins.
+#[derive(Debug)]
+struct EchoTarget(Arc<str>);
+
+impl TunnelTarget for EchoTarget {
+    fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], 9))
+    }
+    fn group(&self) -> &Arc<str> {
+        &self.0
+    }
+    fn key(&self) -> u64 {
+        1
+    }
+}
 
 /// Counts live heap bytes.
 struct Counting;
@@ -126,6 +142,8 @@ where
     let mut tasks: Vec<JoinHandle<TunnelReport>> = Vec::with_capacity(n);
     let mut future_size = 0;
     let mut registrations = Vec::with_capacity(n);
+    // One registered target for every tunnel, as the proxy shares its target's record.
+    let target: Arc<dyn TunnelTarget> = Arc::new(EchoTarget(Arc::from("app")));
 
     // Counted from here: the futures, their tasks, their registry entries and whatever
     // they keep.
@@ -136,9 +154,7 @@ where
         let registration = tunnels.open(NewTunnel {
             listener_port: 443,
             client: legs.client.local_addr().expect("address"),
-            target: legs.target.local_addr().expect("address"),
-            target_group: Arc::from("app"),
-            target_key: 1,
+            target: target.clone(),
         });
         let fut = open(
             legs.proxy_client,

@@ -279,11 +279,7 @@ impl ProxyHandle {
 
     /// The open tunnels, in no particular order.
     pub fn tunnels(&self) -> Vec<tunnel::TunnelInfo> {
-        self.tunnels
-            .list()
-            .iter()
-            .map(|t| t.info().clone())
-            .collect()
+        self.tunnels.list().iter().map(|t| t.info()).collect()
     }
 
     /// Stop within the configured `shutdown_timeout`: stop accepting, let in-flight

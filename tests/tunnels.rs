@@ -32,8 +32,9 @@ async fn open_tunnels_are_listed_with_what_they_join_until_they_close() {
     let listed = proxy.tunnels().remove(0);
     assert_eq!(listed.listener_port, listener.port());
     assert_eq!(listed.client, client.local_addr().unwrap());
-    assert_eq!(listed.target, target.addr);
-    assert_eq!(&*listed.target_group, "app");
+    assert_eq!(listed.target_addr(), target.addr);
+    assert_eq!(&**listed.target_group(), "app");
+    assert!(listed.opened_at() <= std::time::SystemTime::now());
 
     let (mut second, _second_server) = target.tunnel(listener).await;
     eventually("both tunnels to be listed", || proxy.tunnels().len() == 2).await;

@@ -114,8 +114,7 @@ async fn follow_targets(
             _ = tick.tick() => upstream.evict_idle(),
             Some(target) = departures.recv() => {
                 upstream.remove(target.id);
-                let key = target.id.0;
-                tunnels.end_where(|t| t.target_key == key, EndRequest::Deregistration);
+                tunnels.end_target(target.id.0, EndRequest::Deregistration);
             }
         }
     }

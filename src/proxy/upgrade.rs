@@ -23,8 +23,8 @@ use super::headers::{strip_hop_by_hop, Forwarded};
 use super::serve::ClientStream;
 use super::upstream::{self, Expect, PooledBody, RawAnswer};
 use super::{ListenerContext, ProxyBody, Runtime};
-use crate::target_group::InFlight;
-use crate::tunnel::{NewTunnel, Tunnel};
+use crate::target_group::{InFlight, Target};
+use crate::tunnel::{NewTunnel, Tunnel, TunnelTarget};
 
 /// A tunnel whose `101` was relayed, waiting for the client connection's raw stream.
 #[derive(Debug)]
@@ -133,15 +133,12 @@ pub async fn upgrade(
     };
     let mut head = head;
     strip_hop_by_hop(&mut head.headers, true);
-    let group = in_flight.target().group.clone();
     let pending = PendingTunnel {
         target: target_side,
         new: NewTunnel {
             listener_port: ctx.port,
             client: fwd.client,
-            target,
-            target_group: group,
-            target_key: in_flight.target().id.0,
+            target: in_flight.target().clone(),
         },
         in_flight,
         idle_timeout,
@@ -169,7 +166,7 @@ impl PendingTunnel {
                     Ok(Ok(Err(e))) => {
                         tracing::info!(
                             client = %self.new.client,
-                            target = %self.new.target,
+                            target = %self.new.target.addr(),
                             "The upgrade did not complete: {}",
                             super::error::Chain(&TargetError::hyper(e, false))
                         );
@@ -178,7 +175,7 @@ impl PendingTunnel {
                     Ok(Err(_)) | Err(_) => {
                         tracing::info!(
                             client = %self.new.client,
-                            target = %self.new.target,
+                            target = %self.new.target.addr(),
                             "The upgrade did not complete: the target connection did not hand its stream back."
                         );
                         return;
@@ -198,5 +195,21 @@ impl PendingTunnel {
             .shutdown
             .tracker
             .spawn(Tunnel::new(splice, registration, self.in_flight, S::PATH));
+    }
+}
+
+/// A tunnel's target is the registered target itself: its address, its group, and the
+/// registration whose departure ends the tunnel.
+impl TunnelTarget for Target {
+    fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    fn group(&self) -> &std::sync::Arc<str> {
+        &self.group
+    }
+
+    fn key(&self) -> u64 {
+        self.id.0
     }
 }

@@ -19,7 +19,7 @@ pub enum EndRequest {
 }
 
 impl EndRequest {
-    fn from_u8(v: u8) -> Option<EndRequest> {
+    pub(super) fn from_u8(v: u8) -> Option<EndRequest> {
         match v {
             1 => Some(EndRequest::Deregistration),
             2 => Some(EndRequest::Shutdown),
@@ -51,31 +51,50 @@ impl TunnelControl {
 
     /// Ask the tunnel to end for `why`. True when this was the first request.
     pub fn end(&self, why: EndRequest) -> bool {
-        let first = self
-            .requested
-            .compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        self.waker.wake();
-        first
+        request(&self.requested, &self.waker, why)
     }
 
     /// The request made, if any.
     pub fn requested(&self) -> Option<EndRequest> {
-        EndRequest::from_u8(self.requested.load(Ordering::Acquire))
+        requested(&self.requested)
     }
 }
 
 impl EndSignal for TunnelControl {
     fn poll_end(&self, cx: &mut Context<'_>) -> Poll<EndRequest> {
-        if let Some(why) = self.requested() {
-            return Poll::Ready(why);
-        }
-        self.waker.register(cx.waker());
-        // A request made between the load and the registration woke nobody.
-        match self.requested() {
-            Some(why) => Poll::Ready(why),
-            None => Poll::Pending,
-        }
+        poll_requested(&self.requested, &self.waker, cx)
+    }
+}
+
+/// Record `why` in `requested` unless a request is there already, and wake the tunnel.
+pub(super) fn request(requested: &AtomicU8, waker: &AtomicWaker, why: EndRequest) -> bool {
+    let first = requested
+        .compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok();
+    waker.wake();
+    first
+}
+
+/// The request recorded in `requested`, if any.
+pub(super) fn requested(requested: &AtomicU8) -> Option<EndRequest> {
+    EndRequest::from_u8(requested.load(Ordering::Acquire))
+}
+
+/// `Ready` with the request recorded in `requested`; else the task's waker is left in
+/// `waker` for [`request`].
+pub(super) fn poll_requested(
+    requested_end: &AtomicU8,
+    waker: &AtomicWaker,
+    cx: &mut Context<'_>,
+) -> Poll<EndRequest> {
+    if let Some(why) = requested(requested_end) {
+        return Poll::Ready(why);
+    }
+    waker.register(cx.waker());
+    // A request made between the load and the registration woke nobody.
+    match requested(requested_end) {
+        Some(why) => Poll::Ready(why),
+        None => Poll::Pending,
     }
 }
 

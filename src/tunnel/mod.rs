@@ -50,7 +50,9 @@ pub use control::{EndRequest, EndSignal, TunnelControl};
 pub use drive::SHUTDOWN_GRACE;
 pub use pool::BUF_SIZE;
 pub use record::{CloseCause, CopyPath, TunnelRecord};
-pub use registry::{NewTunnel, Registration, TunnelHandle, TunnelId, TunnelInfo, Tunnels};
+pub use registry::{
+    NewTunnel, Registration, TunnelHandle, TunnelId, TunnelInfo, TunnelTarget, Tunnels,
+};
 pub use task::Tunnel;
 
 /// Why a tunnel ended.

@@ -2,16 +2,24 @@
 //! and can end it. A tunnel is registered when it opens ([`Tunnels::open`]) and leaves
 //! when its task ends ([`Registration`] is dropped). Nothing here is touched while bytes
 //! move: the registry is read only to list tunnels and to end some of them.
+//!
+//! Every open tunnel holds one handle, so it is kept small: the target is the caller's
+//! own record of it ([`TunnelTarget`], shared, not copied), the opening time eight bytes,
+//! and the registry's table one pointer per tunnel.
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::HashSet;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::control::{EndRequest, EndSignal, TunnelControl};
+use atomic_waker::AtomicWaker;
+
+use super::control::{self, EndRequest, EndSignal};
 
 /// A tunnel's id, unique within the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -23,6 +31,17 @@ impl fmt::Display for TunnelId {
     }
 }
 
+/// What a tunnel knows of its target: the caller's record of a registered target.
+pub trait TunnelTarget: fmt::Debug + Send + Sync {
+    /// The target's address.
+    fn addr(&self) -> SocketAddr;
+    /// The name of the target group it is registered in.
+    fn group(&self) -> &Arc<str>;
+    /// Which registration of the target this is: the tunnels of one registration are
+    /// ended together (see [`Tunnels::end_where`]).
+    fn key(&self) -> u64;
+}
+
 /// What a tunnel joins, fixed when it opens.
 #[derive(Debug, Clone)]
 pub struct TunnelInfo {
@@ -30,14 +49,8 @@ pub struct TunnelInfo {
     /// The listener port the client connected to.
     pub listener_port: u16,
     pub client: SocketAddr,
-    pub target: SocketAddr,
-    /// The name of the target's group.
-    pub target_group: Arc<str>,
-    /// Who registered the target, as the caller keys targets (the target's id): the
-    /// tunnels of one target are ended together.
-    pub target_key: u64,
-    /// When it opened, in microseconds since the Unix epoch (see
-    /// [`TunnelInfo::opened_at`]; eight bytes instead of sixteen, per open tunnel).
+    pub target: Arc<dyn TunnelTarget>,
+    /// When it opened, in microseconds since the Unix epoch.
     opened_us: u64,
 }
 
@@ -46,59 +59,124 @@ impl TunnelInfo {
     pub fn opened_at(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_micros(self.opened_us)
     }
+
+    /// The target's address.
+    pub fn target_addr(&self) -> SocketAddr {
+        self.target.addr()
+    }
+
+    /// The name of the target's group.
+    pub fn target_group(&self) -> &Arc<str> {
+        self.target.group()
+    }
 }
 
-/// A new tunnel's [`TunnelInfo`] before it has an id and an opening time.
+/// A new tunnel, before it has an id and an opening time.
 #[derive(Debug, Clone)]
 pub struct NewTunnel {
     pub listener_port: u16,
     pub client: SocketAddr,
-    pub target: SocketAddr,
-    pub target_group: Arc<str>,
-    pub target_key: u64,
+    pub target: Arc<dyn TunnelTarget>,
 }
 
-/// One open tunnel, as the registry and the tunnel itself share it.
-#[derive(Debug)]
+/// One open tunnel, as the registry and the tunnel itself share it: what it joins, and
+/// its end request (the fields of a [`super::TunnelControl`], side by side with the rest
+/// so no padding is paid twice).
 pub struct TunnelHandle {
-    info: TunnelInfo,
-    control: TunnelControl,
+    id: TunnelId,
+    opened_us: u64,
+    client: SocketAddr,
+    target: Arc<dyn TunnelTarget>,
+    listener_port: u16,
+    requested: AtomicU8,
+    waker: AtomicWaker,
+}
+
+// With the `Arc`'s two counts a handle is 112 bytes, one of the allocator's size
+// classes; a few bytes more would cost 16.
+const _: () = assert!(std::mem::size_of::<TunnelHandle>() <= 96);
+
+impl fmt::Debug for TunnelHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TunnelHandle")
+            .field("info", &self.info())
+            .field("requested", &self.requested())
+            .finish()
+    }
 }
 
 impl TunnelHandle {
-    pub fn info(&self) -> &TunnelInfo {
-        &self.info
+    pub fn id(&self) -> TunnelId {
+        self.id
+    }
+
+    /// What the tunnel joins.
+    pub fn info(&self) -> TunnelInfo {
+        TunnelInfo {
+            id: self.id,
+            listener_port: self.listener_port,
+            client: self.client,
+            target: self.target.clone(),
+            opened_us: self.opened_us,
+        }
     }
 
     /// Ask the tunnel to end for `why`; true when no end was requested before.
     pub fn end(&self, why: EndRequest) -> bool {
-        self.control.end(why)
+        control::request(&self.requested, &self.waker, why)
     }
 
     /// The end requested, if any.
     pub fn requested(&self) -> Option<EndRequest> {
-        self.control.requested()
+        control::requested(&self.requested)
     }
 }
 
 impl EndSignal for TunnelHandle {
     fn poll_end(&self, cx: &mut Context<'_>) -> Poll<EndRequest> {
-        self.control.poll_end(cx)
+        control::poll_requested(&self.requested, &self.waker, cx)
     }
 }
 
-// Every open tunnel holds one handle: with the `Arc`'s two counts it is 160 bytes, one
-// of the allocator's size classes (a few more bytes would cost 32).
-const _: () = assert!(std::mem::size_of::<TunnelHandle>() <= 144);
+/// A handle in the registry's table, found by its id.
+struct ById(Arc<TunnelHandle>);
+
+impl PartialEq for ById {
+    fn eq(&self, other: &ById) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for ById {}
+
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.id.0.hash(state)
+    }
+}
+
+impl Borrow<u64> for ById {
+    fn borrow(&self) -> &u64 {
+        &self.0.id.0
+    }
+}
 
 /// The open tunnels of one proxy.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Tunnels {
-    open: Mutex<HashMap<u64, Arc<TunnelHandle>>>,
+    open: Mutex<HashSet<ById>>,
     next_id: AtomicU64,
-    /// Set by [`Tunnels::close`]: a tunnel opening afterwards is ended at once.
-    closed: Mutex<Option<EndRequest>>,
-    any_closed: AtomicBool,
+    /// Set by [`Tunnels::close`] (an [`EndRequest`], 0 while open): a tunnel opening
+    /// afterwards is ended at once, for the same reason.
+    closed: AtomicU8,
+}
+
+impl fmt::Debug for Tunnels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tunnels")
+            .field("open", &self.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Tunnels {
@@ -109,26 +187,21 @@ impl Tunnels {
     /// Register a tunnel that opens now. It stays listed until the returned
     /// [`Registration`] is dropped (when its task ends).
     pub fn open(self: &Arc<Self>, new: NewTunnel) -> Registration {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = TunnelId(self.next_id.fetch_add(1, Ordering::Relaxed) + 1);
         let handle = Arc::new(TunnelHandle {
-            info: TunnelInfo {
-                id: TunnelId(id),
-                listener_port: new.listener_port,
-                client: new.client,
-                target: new.target,
-                target_group: new.target_group,
-                target_key: new.target_key,
-                opened_us: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_micros() as u64),
-            },
-            control: TunnelControl::new(),
+            id,
+            opened_us: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64),
+            client: new.client,
+            target: new.target,
+            listener_port: new.listener_port,
+            requested: AtomicU8::new(0),
+            waker: AtomicWaker::new(),
         });
-        lock(&self.open).insert(id, handle.clone());
-        if self.any_closed.load(Ordering::Acquire) {
-            if let Some(why) = *lock(&self.closed) {
-                handle.end(why);
-            }
+        lock(&self.open).insert(ById(handle.clone()));
+        if let Some(why) = EndRequest::from_u8(self.closed.load(Ordering::SeqCst)) {
+            handle.end(why);
         }
         Registration {
             handle,
@@ -138,12 +211,12 @@ impl Tunnels {
 
     /// The open tunnels, in no particular order.
     pub fn list(&self) -> Vec<Arc<TunnelHandle>> {
-        lock(&self.open).values().cloned().collect()
+        lock(&self.open).iter().map(|h| h.0.clone()).collect()
     }
 
     /// The open tunnel `id`.
     pub fn get(&self, id: TunnelId) -> Option<Arc<TunnelHandle>> {
-        lock(&self.open).get(&id.0).cloned()
+        lock(&self.open).get(&id.0).map(|h| h.0.clone())
     }
 
     /// How many tunnels are open.
@@ -166,12 +239,12 @@ impl Tunnels {
         }
     }
 
-    /// End every open tunnel whose info matches `which`; how many were asked to.
-    pub fn end_where(&self, which: impl Fn(&TunnelInfo) -> bool, why: EndRequest) -> usize {
+    /// End every open tunnel whose handle matches `which`; how many were asked to.
+    pub fn end_where(&self, which: impl Fn(&TunnelHandle) -> bool, why: EndRequest) -> usize {
         let chosen: Vec<Arc<TunnelHandle>> = lock(&self.open)
-            .values()
-            .filter(|h| which(&h.info))
-            .cloned()
+            .iter()
+            .filter(|h| which(&h.0))
+            .map(|h| h.0.clone())
             .collect();
         for handle in &chosen {
             handle.end(why);
@@ -179,10 +252,14 @@ impl Tunnels {
         chosen.len()
     }
 
+    /// End the tunnels of the target registration `key` (see [`TunnelTarget::key`]).
+    pub fn end_target(&self, key: u64, why: EndRequest) -> usize {
+        self.end_where(|h| h.target.key() == key, why)
+    }
+
     /// End every open tunnel for `why`, and every tunnel that opens from now on.
     pub fn close(&self, why: EndRequest) -> usize {
-        *lock(&self.closed) = Some(why);
-        self.any_closed.store(true, Ordering::Release);
+        self.closed.store(why as u8, Ordering::SeqCst);
         self.end_where(|_| true, why)
     }
 }
@@ -202,7 +279,7 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        lock(&self.tunnels.open).remove(&self.handle.info.id.0);
+        lock(&self.tunnels.open).remove(&self.handle.id.0);
     }
 }
 
@@ -215,13 +292,26 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
+    #[derive(Debug)]
+    struct Target(u64, Arc<str>);
+
+    impl TunnelTarget for Target {
+        fn addr(&self) -> SocketAddr {
+            "127.0.0.1:9001".parse().unwrap()
+        }
+        fn group(&self) -> &Arc<str> {
+            &self.1
+        }
+        fn key(&self) -> u64 {
+            self.0
+        }
+    }
+
     fn new_tunnel(target_key: u64) -> NewTunnel {
         NewTunnel {
             listener_port: 443,
             client: "127.0.0.1:50000".parse().unwrap(),
-            target: "127.0.0.1:9001".parse().unwrap(),
-            target_group: Arc::from("app"),
-            target_key,
+            target: Arc::new(Target(target_key, Arc::from("app"))),
         }
     }
 
@@ -230,20 +320,20 @@ mod tests {
         let tunnels = Arc::new(Tunnels::new());
         let a = tunnels.open(new_tunnel(1));
         let b = tunnels.open(new_tunnel(2));
-        assert_ne!(a.handle().info().id, b.handle().info().id);
+        assert_ne!(a.handle().id(), b.handle().id());
         assert_eq!(tunnels.len(), 2);
+        let info = a.handle().info();
+        assert_eq!((info.listener_port, &**info.target_group()), (443, "app"));
+        assert_eq!(info.target_addr(), "127.0.0.1:9001".parse().unwrap());
 
-        assert!(tunnels.end(a.handle().info().id, EndRequest::Shutdown));
+        assert!(tunnels.end(a.handle().id(), EndRequest::Shutdown));
         assert_eq!(a.handle().requested(), Some(EndRequest::Shutdown));
         assert_eq!(b.handle().requested(), None);
 
-        assert_eq!(
-            tunnels.end_where(|i| i.target_key == 2, EndRequest::Deregistration),
-            1
-        );
+        assert_eq!(tunnels.end_target(2, EndRequest::Deregistration), 1);
         assert_eq!(b.handle().requested(), Some(EndRequest::Deregistration));
 
-        let gone = a.handle().info().id;
+        let gone = a.handle().id();
         drop(a);
         assert_eq!(tunnels.len(), 1);
         assert!(!tunnels.end(gone, EndRequest::Shutdown));

@@ -50,7 +50,7 @@ where
         let report = std::task::ready!(this.splice.poll(cx));
         drop(this.held.take());
         if let Some(registration) = this.registration.take() {
-            TunnelRecord::new(registration.handle().info(), report, *this.path).log();
+            TunnelRecord::new(&registration.handle().info(), report, *this.path).log();
         }
         Poll::Ready(())
     }
