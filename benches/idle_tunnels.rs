@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use albatross::tunnel::{
-    splice, splice_tcp, EndRequest, EndSignal, NewTunnel, TunnelEnd, TunnelHandle, TunnelReport,
-    TunnelTarget, Tunnels,
+    splice, splice_tcp, CopyPath, EndRequest, EndSignal, NewTunnel, TunnelEnd, TunnelHandle,
+    TunnelReport, TunnelTarget, Tunnels,
 };
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -155,6 +155,7 @@ where
             listener_port: 443,
             client: legs.client.local_addr().expect("address"),
             target: target.clone(),
+            path: CopyPath::Buffered,
         });
         let fut = open(
             legs.proxy_client,

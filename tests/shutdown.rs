@@ -67,18 +67,23 @@ async fn open_tunnels_are_closed_at_the_deadline() {
     within("shutdown to finish", shutdown).await.unwrap();
 }
 
-#[tokio::test]
-async fn in_process_backends_close_their_sockets_with_1001_through_the_tunnel() {
-    let pki = Pki::new();
+/// A proxy forwarding to one in-process heartbeat backend (`inproc`, no pings).
+async fn proxy_with_an_in_process_backend(pki: &Pki) -> albatross::ProxyHandle {
     let cert = pki.leaf("localhost", &["localhost"]);
     // A free port for the in-process backend (it must be named in the config).
     let port = closed_port().await.port();
     let backend = format!("127.0.0.1:{port}");
-    let mut text = forward_config(&pki, &cert, "60s", &[backend.parse().unwrap()]);
+    let mut text = forward_config(pki, &cert, "60s", &[backend.parse().unwrap()]);
     text.push_str(&format!(
         "\n[[backend]]\nlisten = \"{backend}\"\nid = \"inproc\"\nping_interval = 0\n"
     ));
-    let proxy = start_proxy(&pki, &text).await;
+    start_proxy(pki, &text).await
+}
+
+#[tokio::test]
+async fn in_process_backends_close_their_sockets_with_1001_through_the_tunnel() {
+    let pki = Pki::new();
+    let proxy = proxy_with_an_in_process_backend(&pki).await;
     let tls = pki.connect(proxy.listener_addr(0), "localhost").await;
     let mut ws =
         fastwebsockets::FragmentCollector::new(ws_handshake(tls, "localhost", "/ws").await);
@@ -102,14 +107,7 @@ async fn in_process_backends_close_their_sockets_with_1001_through_the_tunnel() 
 #[tokio::test]
 async fn the_whole_shutdown_fits_in_one_deadline() {
     let pki = Pki::new();
-    let cert = pki.leaf("localhost", &["localhost"]);
-    let port = closed_port().await.port();
-    let backend = format!("127.0.0.1:{port}");
-    let mut text = forward_config(&pki, &cert, "60s", &[backend.parse().unwrap()]);
-    text.push_str(&format!(
-        "\n[[backend]]\nlisten = \"{backend}\"\nid = \"inproc\"\nping_interval = 0\n"
-    ));
-    let proxy = start_proxy(&pki, &text).await;
+    let proxy = proxy_with_an_in_process_backend(&pki).await;
     // A WebSocket whose client never reads: the backend's close frame (1001) gets no
     // answer, so neither the backend nor the tunnel finishes by itself.
     let plain = TcpStream::connect(proxy.listener_addr(1)).await.unwrap();

@@ -153,16 +153,7 @@ async fn body_upgrade_target() -> SocketAddr {
                 let Some(head) = read_head(&mut s).await else {
                     return;
                 };
-                let len = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse::<usize>().ok())
-                            .flatten()
-                    })
-                    .unwrap_or(0);
-                let mut body = vec![0u8; len];
+                let mut body = vec![0u8; content_length(&head)];
                 if s.read_exact(&mut body).await.is_err() {
                     return;
                 }

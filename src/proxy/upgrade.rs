@@ -8,6 +8,7 @@
 //! carried a request with a body), the client side the listener's stream recovered from
 //! hyper's connection parts.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,7 +33,8 @@ pub struct PendingTunnel {
     target: TargetSide,
     /// Keeps the target outstanding (least outstanding requests) while the tunnel lives.
     in_flight: InFlight,
-    new: NewTunnel,
+    listener_port: u16,
+    client: SocketAddr,
     idle_timeout: Duration,
 }
 
@@ -135,11 +137,8 @@ pub async fn upgrade(
     strip_hop_by_hop(&mut head.headers, true);
     let pending = PendingTunnel {
         target: target_side,
-        new: NewTunnel {
-            listener_port: ctx.port,
-            client: fwd.client,
-            target: in_flight.target().clone(),
-        },
+        listener_port: ctx.port,
+        client: fwd.client,
         in_flight,
         idle_timeout,
     };
@@ -165,8 +164,8 @@ impl PendingTunnel {
                     Ok(Ok(Ok(side))) => side,
                     Ok(Ok(Err(e))) => {
                         tracing::info!(
-                            client = %self.new.client,
-                            target = %self.new.target.addr(),
+                            client = %self.client,
+                            target = %self.in_flight.addr(),
                             "The upgrade did not complete: {}",
                             super::error::Chain(&TargetError::hyper(e, false))
                         );
@@ -174,8 +173,8 @@ impl PendingTunnel {
                     }
                     Ok(Err(_)) | Err(_) => {
                         tracing::info!(
-                            client = %self.new.client,
-                            target = %self.new.target.addr(),
+                            client = %self.client,
+                            target = %self.in_flight.addr(),
                             "The upgrade did not complete: the target connection did not hand its stream back."
                         );
                         return;
@@ -183,7 +182,12 @@ impl PendingTunnel {
                 }
             }
         };
-        let registration = runtime.tunnels.open(self.new);
+        let registration = runtime.tunnels.open(NewTunnel {
+            listener_port: self.listener_port,
+            client: self.client,
+            target: self.in_flight.target().clone(),
+            path: S::PATH,
+        });
         let splice = client.splice(
             prefix,
             target,
@@ -194,7 +198,7 @@ impl PendingTunnel {
         runtime
             .shutdown
             .tracker
-            .spawn(Tunnel::new(splice, registration, self.in_flight, S::PATH));
+            .spawn(Tunnel::new(splice, registration, self.in_flight));
     }
 }
 

@@ -121,7 +121,7 @@ pub struct TunnelRecord {
 
 impl TunnelRecord {
     /// The record of the tunnel `info` that ended as `report` says, now.
-    pub fn new(info: &TunnelInfo, report: TunnelReport, path: CopyPath) -> TunnelRecord {
+    pub fn new(info: &TunnelInfo, report: TunnelReport) -> TunnelRecord {
         TunnelRecord {
             id: info.id,
             listener_port: info.listener_port,
@@ -134,7 +134,7 @@ impl TunnelRecord {
             bytes_to_client: report.target_to_client,
             cause: CloseCause::of(report.end),
             end: report.end,
-            path,
+            path: info.path,
         }
     }
 

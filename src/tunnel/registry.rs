@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use atomic_waker::AtomicWaker;
 
 use super::control::{self, EndRequest, EndSignal};
+use super::record::CopyPath;
 
 /// A tunnel's id, unique within the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -50,6 +51,8 @@ pub struct TunnelInfo {
     pub listener_port: u16,
     pub client: SocketAddr,
     pub target: Arc<dyn TunnelTarget>,
+    /// How its bytes are copied.
+    pub path: CopyPath,
     /// When it opened, in microseconds since the Unix epoch.
     opened_us: u64,
 }
@@ -77,6 +80,7 @@ pub struct NewTunnel {
     pub listener_port: u16,
     pub client: SocketAddr,
     pub target: Arc<dyn TunnelTarget>,
+    pub path: CopyPath,
 }
 
 /// One open tunnel, as the registry and the tunnel itself share it: what it joins, and
@@ -88,6 +92,7 @@ pub struct TunnelHandle {
     client: SocketAddr,
     target: Arc<dyn TunnelTarget>,
     listener_port: u16,
+    path: CopyPath,
     requested: AtomicU8,
     waker: AtomicWaker,
 }
@@ -117,6 +122,7 @@ impl TunnelHandle {
             listener_port: self.listener_port,
             client: self.client,
             target: self.target.clone(),
+            path: self.path,
             opened_us: self.opened_us,
         }
     }
@@ -196,6 +202,7 @@ impl Tunnels {
             client: new.client,
             target: new.target,
             listener_port: new.listener_port,
+            path: new.path,
             requested: AtomicU8::new(0),
             waker: AtomicWaker::new(),
         });
@@ -312,6 +319,7 @@ mod tests {
             listener_port: 443,
             client: "127.0.0.1:50000".parse().unwrap(),
             target: Arc::new(Target(target_key, Arc::from("app"))),
+            path: CopyPath::Splice,
         }
     }
 

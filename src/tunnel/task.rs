@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use super::record::{CopyPath, TunnelRecord};
+use super::record::TunnelRecord;
 use super::registry::Registration;
 use super::TunnelReport;
 
@@ -19,7 +19,6 @@ pin_project_lite::pin_project! {
         registration: Option<Registration>,
         // Dropped when the tunnel ends (e.g. the target's in-flight count).
         held: Option<G>,
-        path: CopyPath,
     }
 }
 
@@ -29,12 +28,11 @@ where
 {
     /// `splice` (made with the registration's handle as its end signal), listed in the
     /// registry by `registration`, holding `held` until it ends.
-    pub fn new(splice: F, registration: Registration, held: G, path: CopyPath) -> Self {
+    pub fn new(splice: F, registration: Registration, held: G) -> Self {
         Tunnel {
             splice,
             registration: Some(registration),
             held: Some(held),
-            path,
         }
     }
 }
@@ -50,7 +48,7 @@ where
         let report = std::task::ready!(this.splice.poll(cx));
         drop(this.held.take());
         if let Some(registration) = this.registration.take() {
-            TunnelRecord::new(&registration.handle().info(), report, *this.path).log();
+            TunnelRecord::new(&registration.handle().info(), report).log();
         }
         Poll::Ready(())
     }

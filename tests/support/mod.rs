@@ -297,20 +297,24 @@ where
         buf.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&buf).into_owned();
-    let len = head
-        .lines()
+    let len = content_length(&head);
+    let mut body = vec![0u8; len];
+    within("response body", stream.read_exact(&mut body))
+        .await
+        .unwrap();
+    head + &String::from_utf8_lossy(&body)
+}
+
+/// The `Content-Length` of a message head (0 without one).
+pub fn content_length(head: &str) -> usize {
+    head.lines()
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
             k.eq_ignore_ascii_case("content-length")
                 .then(|| v.trim().parse::<usize>().ok())
                 .flatten()
         })
-        .unwrap_or(0);
-    let mut body = vec![0u8; len];
-    within("response body", stream.read_exact(&mut body))
-        .await
-        .unwrap();
-    head + &String::from_utf8_lossy(&body)
+        .unwrap_or(0)
 }
 
 /// A target that answers every upgrade with a 101 and then hands the raw TCP stream
