@@ -53,7 +53,7 @@ pub struct ConnState {
     /// Kept between the connection's requests, which use it one after another.
     response_timer: Mutex<ResponseTimer>,
     /// The tunnel to open once hyper has written a `101` and let go of the stream.
-    tunnel: Mutex<Option<PendingTunnel>>,
+    tunnel: Mutex<Option<Box<PendingTunnel>>>,
 }
 
 impl ConnState {
@@ -89,14 +89,14 @@ impl ConnState {
 
     /// Leave `tunnel` for the connection task, which opens it once hyper has written
     /// the `101` that ends its part.
-    pub fn leave_tunnel(&self, tunnel: PendingTunnel) {
+    pub fn leave_tunnel(&self, tunnel: Box<PendingTunnel>) {
         if let Ok(mut t) = self.tunnel.lock() {
             *t = Some(tunnel);
         }
     }
 
     /// The tunnel left by [`ConnState::leave_tunnel`], if any.
-    pub fn take_tunnel(&self) -> Option<PendingTunnel> {
+    pub fn take_tunnel(&self) -> Option<Box<PendingTunnel>> {
         self.tunnel.lock().ok()?.take()
     }
 

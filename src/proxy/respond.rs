@@ -114,7 +114,7 @@ async fn respond(
     client: SocketAddr,
     timer: &mut ResponseTimer,
     upgrades: bool,
-) -> (Response<ProxyBody>, Option<PendingTunnel>) {
+) -> (Response<ProxyBody>, Option<Box<PendingTunnel>>) {
     if req.method() == Method::TRACE {
         return (elb(&RequestError::MethodNotAllowed.into()), None);
     }

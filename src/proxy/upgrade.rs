@@ -55,7 +55,7 @@ pub async fn upgrade(
     in_flight: InFlight,
     fwd: &Forwarded,
     ctx: &ListenerContext,
-) -> Result<(Response<ProxyBody>, Option<PendingTunnel>), TargetError> {
+) -> Result<(Response<ProxyBody>, Option<Box<PendingTunnel>>), TargetError> {
     let runtime = &ctx.runtime;
     let upstream = &runtime.upstream;
     let idle_timeout = runtime.config.load_balancer.idle_timeout;
@@ -135,13 +135,14 @@ pub async fn upgrade(
     };
     let mut head = head;
     strip_hop_by_hop(&mut head.headers, true);
-    let pending = PendingTunnel {
+    // Boxed: every request's answer carries room for it, and few are upgrades.
+    let pending = Box::new(PendingTunnel {
         target: target_side,
         listener_port: ctx.port,
         client: fwd.client,
         in_flight,
         idle_timeout,
-    };
+    });
     let response = Response::from_parts(head, Either::Right(Full::new(Bytes::new())));
     Ok((response, Some(pending)))
 }

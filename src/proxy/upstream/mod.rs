@@ -28,7 +28,6 @@ pub mod exchange;
 mod pool;
 mod primed;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -38,6 +37,7 @@ use bytes::BytesMut;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use rustc_hash::FxHashMap;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::task::TaskTracker;
@@ -53,8 +53,9 @@ pub use primed::Primed;
 /// The load balancer's side of its targets: keep-alive pools and new connections.
 pub struct Upstream {
     /// One pool per target; swapped whole when a target comes or goes, so a request
-    /// finds its pool without a lock.
-    pools: ArcSwap<HashMap<TargetId, Arc<IdleConns>>>,
+    /// finds its pool without a lock (and, target ids being small integers, without
+    /// SipHash).
+    pools: ArcSwap<FxHashMap<TargetId, Arc<IdleConns>>>,
     /// Serialises pool additions and removals.
     write: Mutex<()>,
     /// Where hyper's client connections run.
@@ -76,7 +77,7 @@ impl Upstream {
     /// hyper's connection tasks on `tracker`.
     pub fn new(tracker: TaskTracker, connect_timeout: Duration, idle_timeout: Duration) -> Self {
         Upstream {
-            pools: ArcSwap::from_pointee(HashMap::new()),
+            pools: ArcSwap::from_pointee(FxHashMap::default()),
             write: Mutex::new(()),
             tracker,
             connect_timeout,
@@ -108,7 +109,7 @@ impl Upstream {
         let pool = Arc::new(IdleConns::default());
         // Its departure (sent after the drain token fires) may have been handled already.
         if !target.drain_token().is_cancelled() {
-            let mut next = HashMap::clone(&current);
+            let mut next = FxHashMap::clone(&current);
             next.insert(target.id, pool.clone());
             self.pools.store(Arc::new(next));
         }
@@ -121,7 +122,7 @@ impl Upstream {
         let current = self.pools.load_full();
         if let Some(pool) = current.get(&target) {
             pool.clear();
-            let mut next = HashMap::clone(&current);
+            let mut next = FxHashMap::clone(&current);
             next.remove(&target);
             self.pools.store(Arc::new(next));
         }
