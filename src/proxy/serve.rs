@@ -77,7 +77,11 @@ impl ClientStream for TlsStream<TcpStream> {
         self.get_ref().1.alpn_protocol() == Some(b"h2")
     }
 
-    /// TLS on the client side: bytes go through user space to be decrypted.
+    /// TLS on the client side: bytes go through user space to be decrypted. The TLS
+    /// stream (1.2 KiB, most of it rustls's connection state) moves to an allocation of
+    /// its own, so the tunnel's task is small: the two allocations (448 + 1,280 bytes)
+    /// take less than one task holding the stream (1,792), the allocator's size classes
+    /// being coarse at that size.
     fn splice(
         self,
         prefix: Bytes,
@@ -86,7 +90,14 @@ impl ClientStream for TlsStream<TcpStream> {
         idle_timeout: Duration,
         end: Arc<TunnelHandle>,
     ) -> impl Future<Output = TunnelReport> + Send + 'static {
-        tunnel::splice(self, prefix, target, target_prefix, idle_timeout, end)
+        tunnel::splice(
+            Box::new(self),
+            prefix,
+            target,
+            target_prefix,
+            idle_timeout,
+            end,
+        )
     }
 }
 

@@ -1,5 +1,5 @@
-//! HTTP Upgrade: validate, send the request to the target on a connection of its own,
-//! and on `101` relay the response and leave the tunnel with the client connection,
+//! HTTP Upgrade: send the request to the target on a connection of its own, and on
+//! `101` relay the response and leave the tunnel with the client connection,
 //! which opens it once hyper has written the `101` and handed the raw stream back
 //! (`serve`). Anything else is relayed as an ordinary response.
 //!
