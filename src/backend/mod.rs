@@ -13,10 +13,10 @@
 //! | `POST /notify/ID` | body sent to user ID's sockets; 202 `{"delivered":N}` |
 //! | anything else | 404 |
 //!
-//! Layout: [`server`] accepts and serves HTTP connections, [`http`] answers
-//! requests, [`socket`] runs one WebSocket (a reader task and a
+//! Layout: `server` accepts and serves HTTP connections, `http` answers
+//! requests, `socket` runs one WebSocket (a reader task and a
 //! writer/heartbeat task joined by channels, because fastwebsockets'
-//! `read_frame` is not cancel-safe), and [`registry`] maps users to sockets.
+//! `read_frame` is not cancel-safe), and `registry` maps users to sockets.
 
 mod http;
 mod registry;

@@ -1,7 +1,7 @@
 //! Listeners turn sockets into client streams: accept (with a backoff when the kernel
 //! refuses, e.g. out of descriptors), TCP_NODELAY, and on HTTPS listeners the TLS
 //! handshake, bounded by `tls_handshake_timeout`. Each stream, plain TCP or TLS over
-//! TCP, goes with the peer's address and the listener's context to [`proxy::serve`];
+//! TCP, goes with the peer's address and the listener's context to [`proxy::serve()`];
 //! this module never looks at HTTP. A failed handshake or a broken connection ends
 //! only its own task; the accept loop never stops for one.
 

@@ -6,7 +6,7 @@
 //!
 //! | file | job |
 //! | --- | --- |
-//! | [`serve`] | the entry point: one client connection, HTTP/1.1 or HTTP/2, its tunnel |
+//! | [`serve`](mod@serve) | the entry point: one client connection, HTTP/1.1 or HTTP/2, its tunnel |
 //! | [`client_io`] / [`head`] / [`desync`] | the HTTP/1 client stream: ALB's limits, 408, desync verdicts |
 //! | `respond` | one request: checks, rule action, target, answer |
 //! | [`actions`] | `redirect` and `fixed_response` |

@@ -1,11 +1,11 @@
 //! The post-101 byte pipe: copy both ways untouched, pass half-closes on, close on idle.
 //!
-//! A tunnel is one future that polls both directions itself ([`drive`]); it
+//! A tunnel is one future that polls both directions itself (`drive`); it
 //! never spawns and never parses what it carries. Each direction borrows a
-//! copy buffer from a per-thread pool ([`pool`]) only while bytes are in
+//! copy buffer from a per-thread pool (`pool`) only while bytes are in
 //! flight, so an idle tunnel holds no buffer. The idle timeout is one sleep
-//! plus an activity stamp ([`idle`]). Directions sit behind a small trait
-//! ([`direction::Direction`]): [`splice`] copies any stream pair through user
+//! plus an activity stamp (`idle`). Directions sit behind a small trait
+//! (`direction::Direction`): [`splice`] copies any stream pair through user
 //! space, and [`splice_tcp`] copies plaintext TCP↔TCP bytes the same way
 //! while messages are small and moves bulk with splice(2) through a kernel
 //! pipe that a direction holds only while bytes are in flight (`zero_copy`,
@@ -17,7 +17,7 @@
 //!
 //! Around the bytes: every open tunnel is listed in a [`Tunnels`] registry
 //! with what it joins, and is ended from outside only through its handle
-//! ([`TunnelControl`]: deregistration, shutdown). A tunnel's task ([`Tunnel`])
+//! ([`TunnelHandle`]: deregistration, shutdown). A tunnel's task ([`Tunnel`])
 //! makes one [`TunnelRecord`] when it ends (cause, bytes each way, times) and
 //! writes its close line from it. Nothing is counted or published per byte.
 

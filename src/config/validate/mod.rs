@@ -1,4 +1,4 @@
-//! From [`FileConfig`] to the runtime [`Config`]: defaults filled in, ALB's ranges and
+//! From the file's serde mirror (`config::file`) to the runtime [`Config`]: defaults filled in, ALB's ranges and
 //! rules enforced, names resolved, certificates loaded. Every problem is collected with its
 //! place in the text; nothing stops at the first one.
 //!

@@ -51,7 +51,7 @@ impl PooledBody {
         }
     }
 
-    /// A `length`-byte body read from `stream` by [`RawBody`], `rest` holding its start;
+    /// A `length`-byte body read straight from `stream`, `rest` holding its start;
     /// without `home` the stream is closed at the end instead of being listed there.
     pub fn raw(
         stream: TcpStream,

@@ -3,10 +3,10 @@
 //!
 //! | file | job |
 //! | --- | --- |
-//! | [`pool`] | one target's idle connections ([`IdleConns`]) |
-//! | [`exchange`] | the raw exchange: write a request head, read the answer's head |
-//! | [`primed`] | a hyper connection joining an exchange the raw one began |
-//! | [`body`] | response bodies that give their connection back ([`PooledBody`]) |
+//! | `pool` | one target's idle connections ([`IdleConns`]) |
+//! | [`exchange`](mod@exchange) | the raw exchange: write a request head, read the answer's head |
+//! | `primed` | a hyper connection joining an exchange the raw one began ([`Primed`]) |
+//! | `body` | response bodies that give their connection back ([`PooledBody`]) |
 //!
 //! [`Upstream`] keeps one pool per target, keyed by the target's id: made on the first
 //! request to the target, dropped (its connections closed) when the target leaves its
