@@ -36,6 +36,7 @@
 pub mod backend;
 pub mod certs;
 pub mod config;
+pub mod control;
 pub mod listener;
 pub mod proxy;
 pub mod routing;
@@ -51,9 +52,10 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use config::model::Protocol;
 use config::{Config, ConfigErrors, Origin};
-use proxy::{ListenerContext, Runtime};
+use control::{ConfigSource, Control};
+pub use listener::BoundListener;
+use proxy::Runtime;
 use shutdown::Shutdown;
 pub use target_group::{HealthState, Reason, TargetHealthDescription, TargetsError};
 
@@ -67,6 +69,15 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+impl From<listener::BindError> for StartError {
+    fn from(e: listener::BindError) -> StartError {
+        StartError::Bind {
+            addr: e.addr,
+            source: e.source,
+        }
+    }
 }
 
 /// Entry point of the library.
@@ -93,7 +104,9 @@ impl Default for ProxyOptions {
 
 impl Proxy {
     /// Bind every listener and backend of `config`, then start serving.
-    /// Returns once all sockets are bound, so the addresses are ready to use.
+    /// Returns once all sockets are bound, so the addresses are ready to use. A reload
+    /// reads the config's file again (a config built from a string has none: use
+    /// [`Proxy::start_str`] or [`ProxyHandle::reload_str`]).
     pub async fn start(config: Config) -> Result<ProxyHandle, StartError> {
         Proxy::start_with(config, ProxyOptions::default()).await
     }
@@ -103,21 +116,29 @@ impl Proxy {
         config: Config,
         options: ProxyOptions,
     ) -> Result<ProxyHandle, StartError> {
-        let config = Arc::new(config);
-        let shutdown = Shutdown::new();
+        let (origin, source) = match &config.source {
+            Some(path) => (Origin::file(path), ConfigSource::File(path.clone())),
+            None => (
+                Origin {
+                    name: "<config>".to_string(),
+                    base_dir: std::env::current_dir().unwrap_or_default(),
+                },
+                ConfigSource::Text(String::new()),
+            ),
+        };
+        Proxy::start_from(config, origin, source, options).await
+    }
 
+    /// Start `config`, which came from `source` (read again by a reload); relative paths
+    /// resolve against `origin`.
+    pub async fn start_from(
+        config: Config,
+        origin: Origin,
+        source: ConfigSource,
+        options: ProxyOptions,
+    ) -> Result<ProxyHandle, StartError> {
+        let shutdown = Shutdown::new();
         // Bind everything first: a taken port fails the start before anything runs.
-        let mut bound = Vec::with_capacity(config.listeners.len());
-        for l in &config.listeners {
-            let addr = SocketAddr::new(l.address, l.port);
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { addr, source })?;
-            let local_addr = listener
-                .local_addr()
-                .map_err(|source| StartError::Bind { addr, source })?;
-            bound.push((listener, local_addr));
-        }
         let mut backend_listeners = Vec::with_capacity(config.backends.len());
         for b in &config.backends {
             let listener =
@@ -129,10 +150,24 @@ impl Proxy {
                     })?;
             backend_listeners.push(listener);
         }
+        let backend_configs = config.backends.clone();
+        let runtime = Arc::new(Runtime::new(
+            shutdown.clone(),
+            options.resolver.clone(),
+            options.dns_refresh_interval,
+        ));
+        let control = match Control::start(runtime, config, origin, source).await {
+            Ok(control) => Arc::new(control),
+            Err(e) => {
+                shutdown.close_all.cancel();
+                return Err(e.into());
+            }
+        };
 
-        // Backends stop when the proxy stops accepting, and drain beside it.
-        let mut backends = Vec::with_capacity(config.backends.len());
-        for (b, listener) in config.backends.iter().zip(backend_listeners) {
+        // Backends stop when the proxy stops accepting, and drain beside it. Their
+        // sockets are bound: anything arriving first waits in the accept queue.
+        let mut backends = Vec::with_capacity(backend_configs.len());
+        for (b, listener) in backend_configs.iter().zip(backend_listeners) {
             let options = backend::BackendOptions {
                 id: b.id.clone(),
                 ping_interval: b.ping_interval,
@@ -149,54 +184,23 @@ impl Proxy {
             backends.push(handle);
         }
 
-        let runtime = Arc::new(
-            Runtime::new(config.clone(), shutdown.clone(), options.resolver.as_ref()).await,
-        );
-        runtime.targets.start(
-            &shutdown,
-            options.resolver.clone(),
-            options.dns_refresh_interval,
-        );
-        let mut listeners = Vec::with_capacity(bound.len());
-        for (l, (listener, local_addr)) in config.listeners.iter().zip(bound) {
-            let ctx = Arc::new(ListenerContext {
-                runtime: runtime.clone(),
-                router: routing::Router::new(l),
-                protocol: l.protocol,
-                port: local_addr.port(),
-                port_value: http::HeaderValue::from(local_addr.port()),
-            });
-            let tls = l
-                .tls
-                .as_ref()
-                .map(|t| tls::acceptor(t.server_config.clone()));
-            shutdown
-                .tracker
-                .spawn(listener::run_accept_loop(listener, ctx, tls));
-            listeners.push(BoundListener {
-                local_addr,
-                protocol: l.protocol,
-                configured_port: l.port,
-            });
-        }
-
         Ok(ProxyHandle {
-            targets: runtime.targets.clone(),
-            tunnels: runtime.tunnels.clone(),
-            config,
-            listeners,
+            control,
             backends,
             shutdown,
         })
     }
 
     /// Validate `text` (relative paths resolve against the current directory) and start.
+    /// A reload validates the same text again.
     pub async fn start_str(text: &str) -> Result<ProxyHandle, StartError> {
         let origin = Origin {
             name: "<config>".to_string(),
             base_dir: std::env::current_dir().unwrap_or_default(),
         };
-        Proxy::start(config::from_str(text, &origin)?).await
+        let config = config::from_str(text, &origin)?;
+        let source = ConfigSource::Text(text.to_string());
+        Proxy::start_from(config, origin, source, ProxyOptions::default()).await
     }
 
     /// Load and validate a config file, then start.
@@ -205,35 +209,23 @@ impl Proxy {
     }
 }
 
-/// One bound listener.
-#[derive(Debug, Clone, Copy)]
-pub struct BoundListener {
-    /// The address actually bound (the real port when the config said 0).
-    pub local_addr: SocketAddr,
-    pub protocol: Protocol,
-    pub configured_port: u16,
-}
-
 /// A running proxy. Dropping it closes everything at once; [`ProxyHandle::shutdown`]
 /// drains gracefully.
 pub struct ProxyHandle {
-    config: Arc<Config>,
-    targets: Arc<target_group::TargetGroups>,
-    tunnels: Arc<tunnel::Tunnels>,
-    listeners: Vec<BoundListener>,
+    control: Arc<Control>,
     backends: Vec<backend::BackendHandle>,
     shutdown: Shutdown,
 }
 
 impl ProxyHandle {
     /// Listeners in config order.
-    pub fn listeners(&self) -> &[BoundListener] {
-        &self.listeners
+    pub fn listeners(&self) -> Vec<BoundListener> {
+        self.control.listeners()
     }
 
     /// The bound address of the `index`th listener (config order).
     pub fn listener_addr(&self, index: usize) -> SocketAddr {
-        self.listeners[index].local_addr
+        self.control.listeners()[index].local_addr
     }
 
     /// The admin listener's address; `None` when `[admin]` is absent.
@@ -246,25 +238,37 @@ impl ProxyHandle {
         &self.backends
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The running config.
+    pub fn config(&self) -> Arc<Config> {
+        self.control.config()
+    }
+
+    /// Read the config again from where it came from (its file, or the text it was
+    /// started from) and apply it: see [`control`]. A config with errors changes nothing.
+    pub async fn reload(&self) -> Result<control::Applied, control::ChangeError> {
+        self.control.reload().await
+    }
+
+    /// Apply the config `text`, as a reload would.
+    pub async fn reload_str(&self, text: &str) -> Result<control::Applied, control::ChangeError> {
+        self.control.reload_str(text).await
     }
 
     /// RegisterTargets: add `addr` to target group `group`. It starts `initial` and
     /// takes traffic once it passes a health check (or when the group fails open).
     pub fn register_target(&self, group: &str, addr: SocketAddr) -> Result<(), TargetsError> {
-        self.targets.register(group, addr)
+        self.control.runtime().targets.register(group, addr)
     }
 
     /// DeregisterTargets: `addr` takes no new requests or tunnels; it shows `draining`
     /// until the group's `deregistration_delay` ends, when its tunnels are closed.
     pub fn deregister_target(&self, group: &str, addr: SocketAddr) -> Result<(), TargetsError> {
-        self.targets.deregister(group, addr)
+        self.control.runtime().targets.deregister(group, addr)
     }
 
     /// DescribeTargetHealth: every registered target of `group` (draining ones included).
     pub fn target_health(&self, group: &str) -> Result<Vec<TargetHealthDescription>, TargetsError> {
-        Ok(self.targets.by_name(group)?.describe())
+        Ok(self.control.runtime().targets.by_name(group)?.describe())
     }
 
     /// DescribeTargetHealth for one target; one that is not registered is reported as
@@ -274,19 +278,25 @@ impl ProxyHandle {
         group: &str,
         addr: SocketAddr,
     ) -> Result<TargetHealthDescription, TargetsError> {
-        Ok(self.targets.by_name(group)?.describe_target(addr))
+        Ok(self
+            .control
+            .runtime()
+            .targets
+            .by_name(group)?
+            .describe_target(addr))
     }
 
     /// The open tunnels, in no particular order.
     pub fn tunnels(&self) -> Vec<tunnel::TunnelInfo> {
-        self.tunnels.list().iter().map(|t| t.info()).collect()
+        let tunnels = &self.control.runtime().tunnels;
+        tunnels.list().iter().map(|t| t.info()).collect()
     }
 
     /// Stop within the configured `shutdown_timeout`: stop accepting, let in-flight
     /// requests, tunnels and the in-process backends finish, then close what is left at
     /// the deadline (see [`shutdown`] for the order).
     pub async fn shutdown(self) {
-        let deadline = self.config.load_balancer.shutdown_timeout;
+        let deadline = self.control.config().load_balancer.shutdown_timeout;
         self.shutdown_within(deadline).await;
     }
 
@@ -302,7 +312,7 @@ impl ProxyHandle {
                 b.stopped().await;
             }
         };
-        let tunnels = &self.tunnels;
+        let tunnels = &self.control.runtime().tunnels;
         self.shutdown
             .run(deadline, backends_stopped, || {
                 tunnels.close(tunnel::EndRequest::Shutdown);
@@ -320,6 +330,9 @@ impl Drop for ProxyHandle {
     fn drop(&mut self) {
         // Also stops accepting, and with it the in-process backends.
         self.shutdown.close_all.cancel();
-        self.tunnels.close(tunnel::EndRequest::Shutdown);
+        self.control
+            .runtime()
+            .tunnels
+            .close(tunnel::EndRequest::Shutdown);
     }
 }

@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use albatross::config::{self, Origin};
-use albatross::{backend, certs, Proxy, ProxyHandle};
+use albatross::control::ConfigSource;
+use albatross::{backend, certs, Proxy, ProxyHandle, ProxyOptions};
 
 /// A Layer-7, WebSocket-aware reverse proxy that behaves like an AWS Application Load Balancer.
 #[derive(Parser)]
@@ -130,10 +131,14 @@ fn usable_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Load the config file, or the embedded default (generating its certificate first).
-fn load(path: Option<&PathBuf>) -> Result<config::Config, String> {
+/// Load the config file, or the embedded default (generating its certificate first),
+/// with where a reload reads it again.
+fn load(path: Option<&PathBuf>) -> Result<(config::Config, Origin, ConfigSource), String> {
     match path {
-        Some(path) => config::load_file(path).map_err(|e| e.to_string()),
+        Some(path) => {
+            let config = config::load_file(path).map_err(|e| e.to_string())?;
+            Ok((config, Origin::file(path), ConfigSource::File(path.clone())))
+        }
         None => {
             let base_dir = std::env::current_dir()
                 .map_err(|e| format!("cannot read the current directory: {e}"))?;
@@ -143,7 +148,10 @@ fn load(path: Option<&PathBuf>) -> Result<config::Config, String> {
                 name: "<embedded default>".to_string(),
                 base_dir,
             };
-            config::from_str(config::DEFAULT_CONFIG, &origin).map_err(|e| e.to_string())
+            let config =
+                config::from_str(config::DEFAULT_CONFIG, &origin).map_err(|e| e.to_string())?;
+            let source = ConfigSource::Text(config::DEFAULT_CONFIG.to_string());
+            Ok((config, origin, source))
         }
     }
 }
@@ -167,22 +175,25 @@ fn check(path: Option<PathBuf>) -> ExitCode {
 }
 
 async fn run(path: Option<PathBuf>) -> ExitCode {
-    let cfg = match load(path.as_ref()) {
-        Ok(cfg) => cfg,
+    let (cfg, origin, source) = match load(path.as_ref()) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    let handle = match Proxy::start(cfg).await {
+    let handle = match Proxy::start_from(cfg, origin, source, ProxyOptions::default()).await {
         Ok(h) => h,
         Err(e) => {
             eprintln!("albatross: {e}");
             return ExitCode::FAILURE;
         }
     };
-    announce(&handle);
-    wait_for_signal().await;
+    // SIGHUP reloads the config (the outcome is logged); SIGINT/SIGTERM stop.
+    tokio::select! {
+        _ = reload_on_hangup(&handle) => {}
+        _ = wait_for_signal() => {}
+    }
     tracing::info!("Shutting down: no new connections; finishing requests and tunnels (signal again to stop at once).");
     tokio::select! {
         _ = handle.shutdown() => {}
@@ -191,11 +202,20 @@ async fn run(path: Option<PathBuf>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn announce(handle: &ProxyHandle) {
-    for l in handle.listeners() {
-        let scheme = l.protocol.scheme();
-        tracing::info!("{} listener on {scheme}://{}", l.protocol, l.local_addr);
+/// Reload the config at every SIGHUP (never returns where signals exist).
+async fn reload_on_hangup(handle: &ProxyHandle) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the configuration.");
+                // The outcome is logged by the reload itself.
+                let _ = handle.reload().await;
+            }
+        }
     }
+    std::future::pending::<()>().await
 }
 
 async fn run_backend(listen: SocketAddr, options: backend::BackendOptions) -> ExitCode {

@@ -4,29 +4,205 @@
 //! TCP, goes with the peer's address and the listener's context to [`proxy::serve()`];
 //! this module never looks at HTTP. A failed handshake or a broken connection ends
 //! only its own task; the accept loop never stops for one.
+//!
+//! [`Listeners`] keeps the listeners of a running load balancer matched to its config:
+//! a config change keeps the sockets of listeners it keeps (they serve the new view and
+//! TLS settings from the next connection or handshake), binds new ones first (a port
+//! that cannot be bound fails the change before anything moved), and stops removed ones.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
-use crate::proxy::{self, ListenerContext};
-use crate::tls::{TlsAcceptor, TlsError, TlsStream};
+use crate::config::model::{Config, Protocol};
+use crate::proxy::{self, ListenerContext, ListenerView, Model, Runtime};
+use crate::tls::{self, TlsAcceptor, TlsError, TlsStream};
 
-/// Accept connections until shutdown begins. Each connection runs in its own tracked task.
+/// One listener as it is bound.
+#[derive(Debug, Clone, Copy)]
+pub struct BoundListener {
+    /// The address actually bound (the real port when the config said 0).
+    pub local_addr: SocketAddr,
+    pub protocol: Protocol,
+    pub configured_port: u16,
+}
+
+/// A port that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("Cannot listen on {addr}: {source}.")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// A configured listener across configs: its address and configured port, its protocol,
+/// and its rank among listeners alike (several may ask for port 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ListenerKey {
+    addr: SocketAddr,
+    protocol: Protocol,
+    nth: usize,
+}
+
+/// The keys of `config`'s listeners, in config order.
+fn keys(config: &Config) -> Vec<ListenerKey> {
+    let mut keys: Vec<ListenerKey> = Vec::with_capacity(config.listeners.len());
+    for l in &config.listeners {
+        let addr = SocketAddr::new(l.address, l.port);
+        let nth = keys
+            .iter()
+            .filter(|k| k.addr == addr && k.protocol == l.protocol)
+            .count();
+        keys.push(ListenerKey {
+            addr,
+            protocol: l.protocol,
+            nth,
+        });
+    }
+    keys
+}
+
+/// A listener that accepts connections.
+struct Serving {
+    key: ListenerKey,
+    ctx: Arc<ListenerContext>,
+    tls: Arc<ArcSwapOption<TlsAcceptor>>,
+    local_addr: SocketAddr,
+}
+
+/// The listeners of a running load balancer (see the module docs).
+#[derive(Default)]
+pub struct Listeners {
+    serving: Mutex<Vec<Serving>>,
+}
+
+/// Sockets bound for the listeners a config adds, not accepting yet; dropping them
+/// closes them.
+pub struct Bound {
+    /// (index of the listener in the config, socket, its bound address)
+    sockets: Vec<(usize, TcpListener, SocketAddr)>,
+}
+
+impl Listeners {
+    pub fn new() -> Listeners {
+        Listeners::default()
+    }
+
+    /// Bind the listeners of `config` that are not serving yet. Nothing changes for the
+    /// serving ones; on an error every socket bound here is closed again.
+    pub async fn bind(&self, config: &Config) -> Result<Bound, BindError> {
+        let serving: Vec<ListenerKey> = lock(&self.serving).iter().map(|s| s.key.clone()).collect();
+        let mut sockets = Vec::new();
+        for (i, key) in keys(config).into_iter().enumerate() {
+            if serving.contains(&key) {
+                continue;
+            }
+            let listener = TcpListener::bind(key.addr)
+                .await
+                .map_err(|source| BindError {
+                    addr: key.addr,
+                    source,
+                })?;
+            let local_addr = listener.local_addr().map_err(|source| BindError {
+                addr: key.addr,
+                source,
+            })?;
+            sockets.push((i, listener, local_addr));
+        }
+        Ok(Bound { sockets })
+    }
+
+    /// Serve `model`: listeners it keeps take their new view and TLS settings, the ones
+    /// `bound` holds start accepting, and the ones it no longer has stop accepting (their
+    /// connections finish the request under way; their tunnels live on).
+    pub fn serve(&self, model: &Arc<Model>, bound: Bound, runtime: &Arc<Runtime>) {
+        let config = &model.config;
+        let mut serving = lock(&self.serving);
+        let mut old = std::mem::take(&mut *serving);
+        let mut fresh = bound.sockets;
+        for (i, key) in keys(config).into_iter().enumerate() {
+            let l = &config.listeners[i];
+            let acceptor = l
+                .tls
+                .as_ref()
+                .map(|t| Arc::new(tls::acceptor(t.server_config.clone())));
+            if let Some(pos) = old.iter().position(|s| s.key == key) {
+                let kept = old.remove(pos);
+                kept.ctx.set_view(ListenerView::new(model.clone(), i));
+                kept.tls.store(acceptor);
+                serving.push(kept);
+                continue;
+            }
+            let Some(pos) = fresh.iter().position(|(index, _, _)| *index == i) else {
+                continue;
+            };
+            let (_, socket, local_addr) = fresh.swap_remove(pos);
+            let ctx = Arc::new(ListenerContext::new(
+                runtime.clone(),
+                l.protocol,
+                local_addr.port(),
+                ListenerView::new(model.clone(), i),
+                runtime.shutdown.stop_accepting.child_token(),
+            ));
+            let tls = Arc::new(ArcSwapOption::new(acceptor));
+            runtime
+                .shutdown
+                .tracker
+                .spawn(run_accept_loop(socket, ctx.clone(), tls.clone()));
+            tracing::info!(
+                "{} listener on {}://{local_addr}",
+                l.protocol,
+                l.protocol.scheme()
+            );
+            serving.push(Serving {
+                key,
+                ctx,
+                tls,
+                local_addr,
+            });
+        }
+        for gone in old {
+            tracing::info!(
+                "{} listener on {} is no longer configured; it stops accepting.",
+                gone.ctx.protocol,
+                gone.local_addr
+            );
+            gone.ctx.stop.cancel();
+        }
+    }
+
+    /// The serving listeners, in config order.
+    pub fn list(&self) -> Vec<BoundListener> {
+        lock(&self.serving)
+            .iter()
+            .map(|s| BoundListener {
+                local_addr: s.local_addr,
+                protocol: s.ctx.protocol,
+                configured_port: s.key.addr.port(),
+            })
+            .collect()
+    }
+}
+
+/// Accept connections until the listener stops. Each connection runs in its own tracked
+/// task; on an HTTPS listener the handshake uses the TLS settings current when the
+/// connection arrived.
 pub async fn run_accept_loop(
     listener: TcpListener,
     ctx: Arc<ListenerContext>,
-    tls: Option<TlsAcceptor>,
+    tls: Arc<ArcSwapOption<TlsAcceptor>>,
 ) {
     let shutdown = ctx.runtime.shutdown.clone();
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
-            _ = shutdown.stop_accepting.cancelled() => break,
+            _ = ctx.stop.cancelled() => break,
             r = listener.accept() => r,
         };
         let (stream, peer) = match accepted {
@@ -38,7 +214,7 @@ pub async fn run_accept_loop(
                 // Out of descriptors or a transient kernel error: wait, then go on.
                 tracing::warn!("Accepting a connection failed: {e}; retrying in {backoff:?}.");
                 tokio::select! {
-                    _ = shutdown.stop_accepting.cancelled() => break,
+                    _ = ctx.stop.cancelled() => break,
                     _ = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -47,10 +223,10 @@ pub async fn run_accept_loop(
         };
         let span = tracing::debug_span!("conn", client = %peer, port = ctx.port);
         let _ = stream.set_nodelay(true);
-        match &tls {
+        match tls.load_full() {
             None => span.in_scope(|| proxy::serve(stream, peer, ctx.clone())),
             Some(acceptor) => {
-                let handshake = handshake_then_serve(stream, peer, ctx.clone(), acceptor.clone());
+                let handshake = handshake_then_serve(stream, peer, ctx.clone(), acceptor);
                 shutdown.tracker.spawn(handshake.instrument(span));
             }
         }
@@ -63,9 +239,9 @@ async fn handshake_then_serve(
     stream: TcpStream,
     peer: SocketAddr,
     ctx: Arc<ListenerContext>,
-    acceptor: TlsAcceptor,
+    acceptor: Arc<TlsAcceptor>,
 ) {
-    let timeout = ctx.runtime.config.load_balancer.tls_handshake_timeout;
+    let timeout = ctx.view().model.config.load_balancer.tls_handshake_timeout;
     match handshake(&acceptor, stream, timeout).await {
         Ok(tls_stream) => proxy::serve(tls_stream, peer, ctx),
         Err(e) => tracing::debug!("{e}"),
@@ -87,4 +263,9 @@ where
         Ok(Err(e)) => Err(TlsError::Handshake(e)),
         Err(_) => Err(TlsError::HandshakeTimeout),
     }
+}
+
+/// Lock a mutex whose holders never panic mid-update; recover the data if one did.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

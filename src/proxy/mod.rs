@@ -40,10 +40,12 @@ use http_body_util::{Either, Full};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use arc_swap::ArcSwap;
+
 use crate::config::model::{Config, Protocol};
 use crate::routing::Router;
 use crate::shutdown::Shutdown;
-use crate::target_group::{Resolve, Target, TargetGroups};
+use crate::target_group::{GroupSet, Resolve, Target, TargetGroups};
 use crate::tunnel::{EndRequest, Tunnels};
 use upstream::{PooledBody, Upstream};
 
@@ -54,8 +56,7 @@ pub type ProxyBody = Either<PooledBody, Full<Bytes>>;
 
 /// Everything requests of one config need, shared by all its listeners.
 pub struct Runtime {
-    pub config: Arc<Config>,
-    /// Target groups with their targets and health, and the stickiness key.
+    /// Target groups with their targets and health, across configs.
     pub targets: Arc<TargetGroups>,
     /// Keep-alive pools and new connections to targets.
     pub upstream: Arc<Upstream>,
@@ -65,11 +66,12 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Build the runtime; DNS targets are resolved once through `resolver`. Starts the
-    /// task that follows targets leaving their groups and keeps the pools trim.
-    pub async fn new(config: Arc<Config>, shutdown: Shutdown, resolver: &dyn Resolve) -> Runtime {
-        let targets = Arc::new(TargetGroups::new(&config, &shutdown, resolver).await);
-        let lb = &config.load_balancer;
+    /// Build the runtime, before any config: DNS targets will be resolved through
+    /// `resolver` every `dns_refresh`. Starts the task that follows targets leaving their
+    /// groups and keeps the pools trim. Configs come with [`Runtime::model`].
+    pub fn new(shutdown: Shutdown, resolver: Arc<dyn Resolve>, dns_refresh: Duration) -> Runtime {
+        let targets = Arc::new(TargetGroups::new(&shutdown, resolver, dns_refresh));
+        let lb = crate::config::model::LoadBalancer::default();
         let upstream = Arc::new(Upstream::new(
             shutdown.tracker.clone(),
             lb.connect_timeout,
@@ -85,12 +87,45 @@ impl Runtime {
             ));
         }
         Runtime {
-            config,
             targets,
             upstream,
             tunnels,
             shutdown,
         }
+    }
+
+    /// Make target groups and connections to targets follow `config`, and return the
+    /// model requests read from now on (listeners take it through their views).
+    pub async fn model(&self, config: Arc<Config>) -> Arc<Model> {
+        let groups = self.targets.apply(&config).await;
+        let lb = &config.load_balancer;
+        self.upstream
+            .set_timeouts(lb.connect_timeout, lb.idle_timeout);
+        Arc::new(Model { config, groups })
+    }
+}
+
+/// One config as requests read it: the config itself and its target groups, indexed by
+/// its ids. Immutable; a config change makes a new one, and each request keeps the one
+/// it started with.
+#[derive(Debug)]
+pub struct Model {
+    pub config: Arc<Config>,
+    pub groups: Arc<GroupSet>,
+}
+
+/// What one listener serves with: the model and the listener's compiled rules. Swapped
+/// whole, so a request sees one config or the next, never half of each.
+pub struct ListenerView {
+    pub model: Arc<Model>,
+    pub router: Router,
+}
+
+impl ListenerView {
+    /// The view of the `index`th listener of `model`'s config.
+    pub fn new(model: Arc<Model>, index: usize) -> ListenerView {
+        let router = Router::new(&model.config.listeners[index]);
+        ListenerView { model, router }
     }
 }
 
@@ -121,13 +156,47 @@ async fn follow_targets(
     upstream.clear();
 }
 
-/// One listener's view: its compiled rules and the port clients connected to.
+/// One bound listener, as its connections see it: the port clients connected to and the
+/// current [`ListenerView`].
 pub struct ListenerContext {
     pub runtime: Arc<Runtime>,
-    pub router: Router,
     pub protocol: Protocol,
     /// The bound port (differs from the configured one when that was 0).
     pub port: u16,
     /// `port` as the X-Forwarded-Port value.
     pub port_value: HeaderValue,
+    view: ArcSwap<ListenerView>,
+    /// Fires when the listener stops (removed from the config, or shutdown begins): the
+    /// accept loop ends and its connections finish their current request. Tunnels live on.
+    pub stop: CancellationToken,
+}
+
+impl ListenerContext {
+    /// A listener bound on `port` serving `view`, stopping with `stop`.
+    pub fn new(
+        runtime: Arc<Runtime>,
+        protocol: Protocol,
+        port: u16,
+        view: ListenerView,
+        stop: CancellationToken,
+    ) -> ListenerContext {
+        ListenerContext {
+            runtime,
+            protocol,
+            port,
+            port_value: HeaderValue::from(port),
+            view: ArcSwap::from_pointee(view),
+            stop,
+        }
+    }
+
+    /// What the listener serves with now; a request holds it to its end.
+    pub fn view(&self) -> Arc<ListenerView> {
+        self.view.load_full()
+    }
+
+    /// Serve new requests with `view`.
+    pub fn set_view(&self, view: ListenerView) {
+        self.view.store(Arc::new(view));
+    }
 }

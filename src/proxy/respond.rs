@@ -121,15 +121,18 @@ async fn respond(
     if xff_entries(req.headers()) > MAX_XFF_ENTRIES {
         return (elb(&RequestError::TooManyForwardedFor.into()), None);
     }
+    // The config this request is served with, to its end.
+    let view = ctx.view();
+    let lb = &view.model.config.load_balancer;
     let mut req = req;
-    if ctx.runtime.config.load_balancer.drop_invalid_header_fields {
+    if lb.drop_invalid_header_fields {
         headers::drop_invalid_header_fields(req.headers_mut());
     }
     if req.version() == Version::HTTP_2 {
         headers::host_from_authority(&mut req);
     }
     let (parts, body) = req.into_parts();
-    let matched = ctx.router.route(&parts, client.ip());
+    let matched = view.router.route(&parts, client.ip());
     let req = Request::from_parts(parts, body);
     let forward = match matched.action {
         Action::FixedResponse(fixed) => {
@@ -149,11 +152,10 @@ async fn respond(
         }
         Action::Forward(forward) => forward,
     };
-    let Some(selection) = ctx.runtime.targets.select(forward, req.headers()) else {
+    let Some(selection) = view.model.groups.select(forward, req.headers()) else {
         return (elb(&ProxyError::NoTarget), None);
     };
     let target = selection.in_flight.addr();
-    let lb = &ctx.runtime.config.load_balancer;
     let fwd = Forwarded {
         client,
         protocol: ctx.protocol,
@@ -165,7 +167,7 @@ async fn respond(
     };
     // hyper switches only HTTP/1.1 connections (as `head` frames only those as tunnels).
     let result = if upgrades && req.version() == Version::HTTP_11 && is_upgrade(req.headers()) {
-        upgrade::upgrade(req, selection.in_flight, &fwd, ctx).await
+        upgrade::upgrade(req, selection.in_flight, &fwd, ctx, lb.idle_timeout).await
     } else {
         let upstream = &ctx.runtime.upstream;
         forward::forward(req, &selection.in_flight, &fwd, upstream, timer)

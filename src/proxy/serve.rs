@@ -24,7 +24,6 @@ use tracing::Instrument;
 use super::client_io::{join, ClientIo, ConnState};
 use super::error::Chain;
 use super::{head, respond, ListenerContext};
-use crate::shutdown::Shutdown;
 use crate::tunnel::{self, CopyPath, TunnelHandle, TunnelReport};
 
 /// ALB serves up to 128 concurrent streams on one HTTP/2 connection.
@@ -119,11 +118,17 @@ pub fn serve<S: ClientStream>(stream: S, peer: SocketAddr, ctx: Arc<ListenerCont
 /// are read through [`ClientIo`], which applies ALB's limits, idle timeout and desync
 /// verdicts.
 async fn serve_http1<S: ClientStream>(io: S, peer: SocketAddr, ctx: Arc<ListenerContext>) {
-    let shutdown = ctx.runtime.shutdown.clone();
-    let lb = &ctx.runtime.config.load_balancer;
-    let idle = lb.header_read_timeout.min(lb.idle_timeout);
+    // Connection-wide settings come from the config current when it opened.
+    let (idle, desync) = {
+        let view = ctx.view();
+        let lb = &view.model.config.load_balancer;
+        (
+            lb.header_read_timeout.min(lb.idle_timeout),
+            lb.desync_mitigation_mode,
+        )
+    };
     let conn_state = Arc::new(ConnState::default());
-    let io = ClientIo::new(io, conn_state.clone(), lb.desync_mitigation_mode, idle);
+    let io = ClientIo::new(io, conn_state.clone(), desync, idle);
     let svc_ctx = ctx.clone();
     let svc_state = conn_state.clone();
     let service =
@@ -138,7 +143,7 @@ async fn serve_http1<S: ClientStream>(io: S, peer: SocketAddr, ctx: Arc<Listener
         .max_headers(head::MAX_HEADERS)
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), service);
-    match until_shutdown(Pin::new(&mut conn), &shutdown, |c| c.graceful_shutdown()).await {
+    match until_stopped(Pin::new(&mut conn), &ctx, |c| c.graceful_shutdown()).await {
         Some(Ok(())) => {}
         Some(Err(e)) => {
             tracing::debug!("Client connection ended with an error: {}", Chain(&e));
@@ -161,7 +166,6 @@ async fn serve_http1<S: ClientStream>(io: S, peer: SocketAddr, ctx: Arc<Listener
 /// HTTP/1.1. Extended CONNECT (RFC 8441) is not offered, so browsers open WebSockets on
 /// a separate HTTP/1.1 connection, as they do with ALB.
 async fn serve_http2<S: ClientStream>(io: S, peer: SocketAddr, ctx: Arc<ListenerContext>) {
-    let shutdown = ctx.runtime.shutdown.clone();
     let svc_ctx = ctx.clone();
     let service = service_fn(move |req| respond::http2(req, svc_ctx.clone(), peer));
     let conn = http2::Builder::new(TokioExecutor::new())
@@ -170,7 +174,7 @@ async fn serve_http2<S: ClientStream>(io: S, peer: SocketAddr, ctx: Arc<Listener
         .max_header_list_size(head::MAX_HEAD as u32)
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    if let Some(Err(e)) = until_shutdown(conn, &shutdown, |c| c.graceful_shutdown()).await {
+    if let Some(Err(e)) = until_stopped(conn, &ctx, |c| c.graceful_shutdown()).await {
         tracing::debug!(
             "HTTP/2 client connection ended with an error: {}",
             Chain(&e)
@@ -178,13 +182,13 @@ async fn serve_http2<S: ClientStream>(io: S, peer: SocketAddr, ctx: Arc<Listener
     }
 }
 
-/// Drive one client connection to its end (`Some` with how it ended). When shutdown
-/// stops accepting, the connection is asked to finish gracefully (its current requests
-/// complete, nothing new is read); when shutdown closes everything, it is left where it
-/// stands (`None`) and dropped by the caller.
-async fn until_shutdown<C, E>(
+/// Drive one client connection to its end (`Some` with how it ended). When its listener
+/// stops (removed by a config change, or shutdown begins), the connection is asked to
+/// finish gracefully (its current requests complete, nothing new is read); when shutdown
+/// closes everything, it is left where it stands (`None`) and dropped by the caller.
+async fn until_stopped<C, E>(
     mut conn: Pin<&mut C>,
-    shutdown: &Shutdown,
+    ctx: &ListenerContext,
     graceful: impl FnOnce(Pin<&mut C>),
 ) -> Option<Result<(), E>>
 where
@@ -192,11 +196,11 @@ where
 {
     tokio::select! {
         r = conn.as_mut() => Some(r),
-        _ = shutdown.stop_accepting.cancelled() => {
+        _ = ctx.stop.cancelled() => {
             graceful(conn.as_mut());
             tokio::select! {
                 r = conn => Some(r),
-                _ = shutdown.close_all.cancelled() => None,
+                _ = ctx.runtime.shutdown.close_all.cancelled() => None,
             }
         }
     }

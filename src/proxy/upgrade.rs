@@ -48,17 +48,17 @@ enum TargetSide {
     Handed(oneshot::Receiver<hyper::Result<(TcpStream, Bytes)>>),
 }
 
-/// Relay an upgrade request to the target held by `in_flight`. On `101` the tunnel is
+/// Relay an upgrade request to the target held by `in_flight`, waiting at most
+/// `idle_timeout` for the answer. On `101` the tunnel (which keeps that idle timeout) is
 /// returned beside the response, to be opened when the response is out.
 pub async fn upgrade(
     req: Request<Incoming>,
     in_flight: InFlight,
     fwd: &Forwarded,
     ctx: &ListenerContext,
+    idle_timeout: Duration,
 ) -> Result<(Response<ProxyBody>, Option<Box<PendingTunnel>>), TargetError> {
-    let runtime = &ctx.runtime;
-    let upstream = &runtime.upstream;
-    let idle_timeout = runtime.config.load_balancer.idle_timeout;
+    let upstream = &ctx.runtime.upstream;
     let target = in_flight.addr();
     let (mut parts, body) = req.into_parts();
     let authority = parts.uri.authority().map(|a| a.as_str().to_string());

@@ -88,7 +88,8 @@ impl Resolve for StaticResolver {
 pub async fn refresh(group: &Arc<TargetGroupState>, resolver: &dyn Resolve) {
     let mut wanted: HashSet<SocketAddr> = HashSet::new();
     let mut failed = false;
-    for spec in &group.config.targets {
+    let settings = group.settings_full();
+    for spec in &settings.targets {
         let TargetSpec::Dns { host, port } = spec else {
             continue;
         };

@@ -18,7 +18,8 @@ use super::registry::{Target, TargetGroupState};
 /// never overlaps the next one of the same target (the timeout is shorter than the
 /// interval).
 pub async fn run_checker(group: Arc<TargetGroupState>, cancel: CancellationToken) {
-    let hc = group.config.health_check.clone();
+    // The checker is restarted when these settings change.
+    let hc = group.settings().health_check.clone();
     let tls = probe::tls_connector();
     let mut due: HashMap<SocketAddr, Instant> = HashMap::new();
     let mut checks: JoinSet<(Arc<Target>, CheckOutcome)> = JoinSet::new();

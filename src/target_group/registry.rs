@@ -4,11 +4,12 @@
 //! The target list is an immutable snapshot swapped on every membership change, so a
 //! pick reads it without a lock and without allocating.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, Guard};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +18,7 @@ use super::balancer;
 use super::health_state::{
     CheckOutcome, HealthState, Reason, TargetHealth, Thresholds, Transition,
 };
-use crate::config::model::{Algorithm, HealthCheckPort, TargetGroup, TargetGroupId};
+use crate::config::model::{Algorithm, HealthCheckPort, TargetGroup};
 use crate::shutdown::Shutdown;
 
 /// How a target may be routed to, mirrored from its health for lock-free picks.
@@ -143,13 +144,15 @@ pub struct TargetHealthDescription {
     pub description: Option<String>,
 }
 
-/// One target group's run-time state.
+/// One target group's run-time state. It outlives configs: a reload or an API change
+/// that keeps the group's name keeps this state (targets, health, counters) and swaps
+/// its settings.
 pub struct TargetGroupState {
-    pub id: TargetGroupId,
     pub name: Arc<str>,
-    pub config: TargetGroup,
+    /// The group's settings; swapped whole when a config change touches them.
+    settings: ArcSwap<TargetGroup>,
     /// Whether any listener forwards to this group (else targets are `unused`).
-    pub in_use: bool,
+    in_use: AtomicBool,
     targets: ArcSwap<Vec<Arc<Target>>>,
     /// Serialises membership changes (snapshot swaps).
     write: Mutex<()>,
@@ -159,6 +162,12 @@ pub struct TargetGroupState {
     pub(super) changed: Notify,
     /// Told of each target whose deregistration delay ended (it has left the group).
     departures: Option<mpsc::UnboundedSender<Arc<Target>>>,
+    /// Addresses of the config's targets that were deregistered through the API: the
+    /// config does not register them again while the group exists.
+    api_deregistered: Mutex<HashSet<SocketAddr>>,
+    /// Stops the group's health checker and DNS refresher (replaced when the settings
+    /// they follow change, cancelled when the group leaves the config).
+    pub(super) tasks: Mutex<Option<CancellationToken>>,
     shutdown: Shutdown,
 }
 
@@ -172,19 +181,83 @@ impl std::fmt::Debug for TargetGroupState {
 }
 
 impl TargetGroupState {
-    pub fn new(id: TargetGroupId, config: &TargetGroup, in_use: bool, shutdown: Shutdown) -> Self {
+    pub fn new(config: &TargetGroup, in_use: bool, shutdown: Shutdown) -> Self {
         TargetGroupState {
-            id,
             name: Arc::from(config.name.as_str()),
-            config: config.clone(),
-            in_use,
+            settings: ArcSwap::from_pointee(config.clone()),
+            in_use: AtomicBool::new(in_use),
             targets: ArcSwap::from_pointee(Vec::new()),
             write: Mutex::new(()),
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
             changed: Notify::new(),
             departures: None,
+            api_deregistered: Mutex::default(),
+            tasks: Mutex::default(),
             shutdown,
+        }
+    }
+
+    /// The group's current settings.
+    pub fn settings(&self) -> Guard<Arc<TargetGroup>> {
+        self.settings.load()
+    }
+
+    /// The group's current settings, to hold across an await.
+    pub fn settings_full(&self) -> Arc<TargetGroup> {
+        self.settings.load_full()
+    }
+
+    /// Whether a listener forwards to the group.
+    pub fn in_use(&self) -> bool {
+        self.in_use.load(Ordering::Relaxed)
+    }
+
+    /// Take `config` as the group's settings from now on, and whether a listener uses
+    /// the group. Targets follow what changed: a group no listener uses has `unused`
+    /// targets; one whose checks are off has `healthy` ones; a group that starts being
+    /// used or checked starts its targets over in `initial`. Draining targets keep
+    /// draining. True when what the health checker follows changed.
+    pub fn reconfigure(&self, config: Arc<TargetGroup>, in_use: bool) -> bool {
+        let old = self.settings.swap(config.clone());
+        let was_used = self.in_use.swap(in_use, Ordering::Relaxed);
+        let checked = |used: bool, hc: bool| used && hc;
+        let before = checked(was_used, old.health_check.enabled);
+        let after = checked(in_use, config.health_check.enabled);
+        if (was_used, before) != (in_use, after) {
+            let now = Instant::now();
+            for t in self.targets.load().iter() {
+                let mut h = lock(&t.health);
+                if h.state() == HealthState::Draining {
+                    continue;
+                }
+                *h = if !in_use {
+                    TargetHealth::not_in_use(now)
+                } else if !config.health_check.enabled {
+                    TargetHealth::assumed_healthy(now)
+                } else {
+                    TargetHealth::new(now)
+                };
+                t.sync_route(&h);
+            }
+            self.changed.notify_one();
+        }
+        (was_used, before) != (in_use, after) || old.health_check != config.health_check
+    }
+
+    /// Whether the config's target `addr` was deregistered through the API (and so is
+    /// not registered again from the config while the group exists).
+    pub fn deregistered_by_api(&self, addr: SocketAddr) -> bool {
+        lock(&self.api_deregistered).contains(&addr)
+    }
+
+    /// Remember (or, for a registration, forget) an API deregistration of `addr`.
+    pub fn note_api_change(&self, addr: SocketAddr, deregistered: bool) {
+        let mut set = lock(&self.api_deregistered);
+        if deregistered {
+            set.insert(addr);
+        } else {
+            set.remove(&addr);
         }
     }
 
@@ -201,9 +274,10 @@ impl TargetGroupState {
     }
 
     pub fn thresholds(&self) -> Thresholds {
+        let settings = self.settings();
         Thresholds {
-            healthy: self.config.health_check.healthy_threshold,
-            unhealthy: self.config.health_check.unhealthy_threshold,
+            healthy: settings.health_check.healthy_threshold,
+            unhealthy: settings.health_check.unhealthy_threshold,
         }
     }
 
@@ -220,9 +294,9 @@ impl TargetGroupState {
             };
         }
         let now = Instant::now();
-        let health = if !self.in_use {
+        let health = if !self.in_use() {
             TargetHealth::not_in_use(now)
-        } else if !self.config.health_check.enabled {
+        } else if !self.settings().health_check.enabled {
             TargetHealth::assumed_healthy(now)
         } else {
             TargetHealth::new(now)
@@ -269,7 +343,7 @@ impl TargetGroupState {
             };
             t.clone()
         };
-        let delay = self.config.deregistration_delay;
+        let delay = self.settings().deregistration_delay;
         let transition = {
             let mut h = lock(&target.health);
             let tr = h.drain(Instant::now(), delay);
@@ -349,7 +423,7 @@ impl TargetGroupState {
     /// ALB: a target becoming healthy slow-starts only when another healthy target
     /// that is not itself in slow start already takes traffic.
     fn maybe_slow_start(&self, target: &Target, now: Instant) {
-        let d = self.config.slow_start;
+        let d = self.settings().slow_start;
         if d.is_zero() {
             return;
         }
@@ -379,7 +453,7 @@ impl TargetGroupState {
             return 1.0;
         }
         let since = self.epoch + std::time::Duration::from_nanos(from - 1);
-        let w = balancer::slow_start_weight(since, now, self.config.slow_start);
+        let w = balancer::slow_start_weight(since, now, self.settings().slow_start);
         if w >= 1.0 {
             t.slow_start_from.store(0, Ordering::Relaxed);
         }
@@ -431,7 +505,7 @@ impl TargetGroupState {
         TargetHealthDescription {
             target: addr.ip(),
             port: addr.port(),
-            health_check_port: match self.config.health_check.port {
+            health_check_port: match self.settings().health_check.port {
                 HealthCheckPort::TrafficPort => addr.port(),
                 HealthCheckPort::Port(p) => p,
             },
@@ -446,6 +520,16 @@ impl TargetGroupState {
     /// registered, non-draining target when none is healthy (fail open). `None` when
     /// nothing can take traffic (503). The flag tells whether `sticky` was honoured.
     pub fn pick(&self, sticky: Option<SocketAddr>) -> Option<(Arc<Target>, bool)> {
+        self.pick_with(sticky, &self.settings())
+    }
+
+    /// [`TargetGroupState::pick`] with the algorithm and slow start of `settings` (the
+    /// group's settings in the config a request is served with).
+    pub fn pick_with(
+        &self,
+        sticky: Option<SocketAddr>,
+        settings: &TargetGroup,
+    ) -> Option<(Arc<Target>, bool)> {
         let snapshot = self.targets.load();
         let fail_open = !snapshot.iter().any(|t| t.route() == ROUTE_HEALTHY);
         let eligible = |t: &&Arc<Target>| match t.route() {
@@ -461,14 +545,14 @@ impl TargetGroupState {
         let counter = self.next.fetch_add(1, Ordering::Relaxed);
         let candidates = || snapshot.iter().filter(eligible);
         let now = Instant::now();
-        let index = match self.config.algorithm {
+        let index = match settings.algorithm {
             Algorithm::LeastOutstandingRequests => {
                 balancer::least_outstanding(candidates().map(|t| t.outstanding()), counter)
             }
             Algorithm::RoundRobin | Algorithm::WeightedRandom => {
-                let slow = !self.config.slow_start.is_zero()
+                let slow = !settings.slow_start.is_zero()
                     && candidates().any(|t| t.slow_start_from.load(Ordering::Relaxed) != 0);
-                let random = self.config.algorithm == Algorithm::WeightedRandom;
+                let random = settings.algorithm == Algorithm::WeightedRandom;
                 if slow || random {
                     let roll = if random {
                         balancer::random_roll()

@@ -9,8 +9,8 @@ use http::header::HeaderMap;
 
 use super::registry::{InFlight, TargetGroupState};
 use super::sticky::{self, CookieKind, StickyKey};
-use super::{pick_group, TargetGroups};
-use crate::config::model::{Forward, Stickiness};
+use super::{pick_group, GroupSet};
+use crate::config::model::{Forward, Stickiness, TargetGroup};
 
 /// The chosen target, held as in flight, and the cookies to set on the answer.
 #[derive(Debug)]
@@ -24,6 +24,7 @@ pub struct Selection<'a> {
 pub struct CookiePlan<'a> {
     key: &'a StickyKey,
     group: &'a TargetGroupState,
+    settings: &'a TargetGroup,
     target: SocketAddr,
     /// `AWSALBTG` duration when the forward action is sticky.
     group_stickiness: Option<Duration>,
@@ -33,7 +34,7 @@ pub struct CookiePlan<'a> {
     chromium: bool,
 }
 
-impl TargetGroups {
+impl GroupSet {
     /// Choose a group and a target for a request with head `headers`; `None` when the
     /// chosen group has nothing that can take traffic (503).
     pub fn select<'a>(&'a self, forward: &Forward, headers: &HeaderMap) -> Option<Selection<'a>> {
@@ -55,9 +56,10 @@ impl TargetGroups {
             })
             .or_else(|| pick_group(forward))?;
         let group = self.groups.get(group_id.0)?;
+        let settings = self.settings.get(group_id.0)?;
 
         let mut had_app_cookie = false;
-        let stuck_to = match &group.config.stickiness {
+        let stuck_to = match &settings.stickiness {
             None => None,
             Some(Stickiness::LbCookie { .. }) => sticky::request_cookie(headers, "AWSALB")
                 .or_else(|| sticky::request_cookie(headers, "AWSALBCORS"))
@@ -72,7 +74,7 @@ impl TargetGroups {
                     })
             }
         };
-        let (target, honoured) = group.pick(stuck_to)?;
+        let (target, honoured) = group.pick_with(stuck_to, settings)?;
         if stuck_to.is_some() && !honoured {
             tracing::debug!(
                 target_group = %group.name,
@@ -84,6 +86,7 @@ impl TargetGroups {
             cookies: CookiePlan {
                 key: &self.sticky,
                 group,
+                settings,
                 target: target.addr,
                 group_stickiness: forward.stickiness,
                 app_restick: had_app_cookie && !honoured,
@@ -97,7 +100,7 @@ impl TargetGroups {
 impl CookiePlan<'_> {
     /// Add the stickiness cookies to a response from the chosen target.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        let stickiness = &self.group.config.stickiness;
+        let stickiness = &self.settings.stickiness;
         if stickiness.is_none() && self.group_stickiness.is_none() {
             return;
         }

@@ -23,12 +23,7 @@ fn group(algorithm: Algorithm, addrs: &[u16]) -> Arc<TargetGroupState> {
             ..HealthCheck::default()
         },
     };
-    let g = Arc::new(TargetGroupState::new(
-        TargetGroupId(0),
-        &cfg,
-        true,
-        Shutdown::new(),
-    ));
+    let g = Arc::new(TargetGroupState::new(&cfg, true, Shutdown::new()));
     for p in addrs {
         g.register(addr(*p), Origin::Config).unwrap();
     }

@@ -29,6 +29,7 @@ mod pool;
 mod primed;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -60,8 +61,9 @@ pub struct Upstream {
     write: Mutex<()>,
     /// Where hyper's client connections run.
     tracker: TaskTracker,
-    connect_timeout: Duration,
-    idle_timeout: Duration,
+    /// The load balancer's timeouts, in nanoseconds; a config change sets them.
+    connect_timeout: AtomicU64,
+    idle_timeout: AtomicU64,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -80,14 +82,26 @@ impl Upstream {
             pools: ArcSwap::from_pointee(FxHashMap::default()),
             write: Mutex::new(()),
             tracker,
-            connect_timeout,
-            idle_timeout,
+            connect_timeout: AtomicU64::new(nanos(connect_timeout)),
+            idle_timeout: AtomicU64::new(nanos(idle_timeout)),
         }
+    }
+
+    /// Use these timeouts from now on (a config change).
+    pub fn set_timeouts(&self, connect_timeout: Duration, idle_timeout: Duration) {
+        self.connect_timeout
+            .store(nanos(connect_timeout), Ordering::Relaxed);
+        self.idle_timeout
+            .store(nanos(idle_timeout), Ordering::Relaxed);
     }
 
     /// How long a connection may stay idle (the load balancer's idle timeout).
     pub fn idle_timeout(&self) -> Duration {
-        self.idle_timeout
+        Duration::from_nanos(self.idle_timeout.load(Ordering::Relaxed))
+    }
+
+    fn connect_timeout(&self) -> Duration {
+        Duration::from_nanos(self.connect_timeout.load(Ordering::Relaxed))
     }
 
     /// The tracker hyper's connection tasks run on.
@@ -130,8 +144,9 @@ impl Upstream {
 
     /// Close connections idle for the idle timeout, in every pool.
     pub fn evict_idle(&self) {
+        let idle_timeout = self.idle_timeout();
         for pool in self.pools.load().values() {
-            pool.evict_idle(self.idle_timeout);
+            pool.evict_idle(idle_timeout);
         }
     }
 
@@ -145,7 +160,7 @@ impl Upstream {
     /// Open a TCP connection to `addr` (TCP_NODELAY) within the connect timeout.
     pub async fn connect(&self, addr: SocketAddr) -> Result<TcpStream, TargetError> {
         let stream =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+            match tokio::time::timeout(self.connect_timeout(), TcpStream::connect(addr)).await {
                 Err(_) => return Err(TargetError::ConnectTimeout),
                 Ok(Err(e)) => return Err(TargetError::connect(e)),
                 Ok(Ok(s)) => s,
@@ -203,6 +218,10 @@ impl Upstream {
         });
         Ok(sender)
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Lock a mutex whose holders never panic mid-update; recover the data if one did.
