@@ -31,6 +31,8 @@ pub enum ConfigSource {
     File(PathBuf),
     /// A text (the embedded default, or a string given to the library).
     Text(String),
+    /// A [`Config`] built by the caller: there is nothing to read again.
+    Value,
 }
 
 /// Why a change was refused; nothing changed.
@@ -42,6 +44,11 @@ pub enum ChangeError {
     /// A listener the new config adds cannot be bound.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// The running config was given as a value, not read from a file or a text.
+    #[error(
+        "The running configuration was not read from a file or a text; there is nothing to reload."
+    )]
+    NoSource,
 }
 
 /// What a change applied.
@@ -135,6 +142,7 @@ impl Control {
         let validated = match &self.source {
             ConfigSource::File(path) => config::check_file(path),
             ConfigSource::Text(text) => config::validate::validate(text, &self.origin),
+            ConfigSource::Value => return Err(ChangeError::NoSource),
         };
         self.apply_validated(validated.result).await
     }

@@ -123,7 +123,7 @@ impl Proxy {
                     name: "<config>".to_string(),
                     base_dir: std::env::current_dir().unwrap_or_default(),
                 },
-                ConfigSource::Text(String::new()),
+                ConfigSource::Value,
             ),
         };
         Proxy::start_from(config, origin, source, options).await

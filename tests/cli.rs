@@ -161,3 +161,53 @@ fn one_usable_cpu_means_the_single_threaded_runtime() {
     // An explicit worker count still wins: two workers beside the main thread.
     assert_eq!(threads_on_one_cpu(&["--threads", "2"]), 3, "--threads 2");
 }
+
+#[cfg(unix)]
+#[test]
+fn sighup_reloads_the_config_file() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("albatross.toml");
+    let config = |body: &str| {
+        format!(
+            "[[listener]]\naddress = \"127.0.0.1\"\nport = 0\nprotocol = \"HTTP\"\n\
+             default_action = {{ type = \"fixed_response\", status_code = 200, message_body = \"{body}\" }}\n"
+        )
+    };
+    std::fs::write(&path, config("before")).unwrap();
+    let mut child = albatross()
+        .arg("--config")
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap() > 0 && !line.contains("listener on") {}
+    let addr = line.rsplit("http://").next().unwrap().trim().to_string();
+    let get = || {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(get().ends_with("before"), "{}", get());
+
+    std::fs::write(&path, config("after")).unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGHUP) };
+    line.clear();
+    while reader.read_line(&mut line).unwrap() > 0 && !line.contains("Configuration reloaded") {
+        line.clear();
+    }
+    let answer = get();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains("Configuration reloaded"), "{line:?}");
+    assert!(answer.ends_with("after"), "{answer}");
+}

@@ -177,7 +177,11 @@ pub async fn start_proxy(pki: &Pki, text: &str) -> ProxyHandle {
         Ok(c) => c,
         Err(e) => panic!("test config rejected:\n{e}\n---\n{text}"),
     };
-    Proxy::start(cfg).await.expect("proxy starts")
+    // A reload validates the text again (certificates read again).
+    let source = albatross::control::ConfigSource::Text(text.to_string());
+    Proxy::start_from(cfg, origin, source, albatross::ProxyOptions::default())
+        .await
+        .expect("proxy starts")
 }
 
 /// A WebSocket client handshake over `stream` (plain or TLS).
