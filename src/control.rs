@@ -15,10 +15,13 @@
 //! never half of each; a tunnel keeps the target and idle timeout it started with, and no
 //! change closes one.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 
 use crate::config::{self, Config, ConfigErrors, Origin};
 use crate::listener::{BindError, BoundListener, Listeners};
@@ -51,6 +54,24 @@ pub enum ChangeError {
     NoSource,
 }
 
+/// The admin listener's socket, bound by the control plane and handed to the admin
+/// server: `Some` to serve (replacing the one served before), `None` to stop.
+pub type AdminSocket = Option<(TcpListener, SocketAddr)>;
+
+/// Why an edit of the running config was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum EditError<E> {
+    /// The edit itself refused (e.g. it names something that does not exist).
+    #[error("{0}")]
+    Refused(E),
+    /// The edited config was refused as a whole.
+    #[error(transparent)]
+    Change(#[from] ChangeError),
+    /// The running config was given as a value: there is no text to edit.
+    #[error("The running configuration was given as a value, not as a text; it cannot be edited.")]
+    NoDocument,
+}
+
 /// What a change applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Applied {
@@ -67,6 +88,18 @@ pub struct Control {
     origin: Origin,
     source: ConfigSource,
     model: ArcSwap<Model>,
+    /// The running config as a TOML document, which API changes edit (`None` when the
+    /// config was given as a value).
+    document: Mutex<Option<toml::Table>>,
+    /// Where the admin server takes its socket from, and the socket's addresses
+    /// (configured, bound).
+    admin: mpsc::UnboundedSender<AdminSocket>,
+    admin_addr: Mutex<Option<(SocketAddr, SocketAddr)>>,
+    /// Counts applied changes: what was derived from one config (e.g. API rule ids) is
+    /// known stale when it moved.
+    generation: std::sync::atomic::AtomicU64,
+    /// Counts applied reloads (the file becoming the running state again).
+    reloads: std::sync::atomic::AtomicU64,
     /// Serialises changes.
     changing: tokio::sync::Mutex<()>,
 }
@@ -80,19 +113,70 @@ impl Control {
         config: Config,
         origin: Origin,
         source: ConfigSource,
+        admin: mpsc::UnboundedSender<AdminSocket>,
     ) -> Result<Control, BindError> {
         let listeners = Listeners::new();
         let bound = listeners.bind(&config).await?;
+        let admin_socket = bind_admin(&config, None).await?;
+        let document = match &source {
+            ConfigSource::File(path) => std::fs::read_to_string(path).ok(),
+            ConfigSource::Text(text) => Some(text.clone()),
+            ConfigSource::Value => None,
+        }
+        .and_then(|t| t.parse::<toml::Table>().ok());
         let model = runtime.model(Arc::new(config)).await;
         listeners.serve(&model, bound, &runtime);
-        Ok(Control {
+        let control = Control {
             runtime,
             listeners,
             origin,
             source,
             model: ArcSwap::new(model),
+            document: Mutex::new(document),
+            admin,
+            admin_addr: Mutex::new(None),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            reloads: std::sync::atomic::AtomicU64::new(0),
             changing: tokio::sync::Mutex::new(()),
-        })
+        };
+        control.hand_admin_socket(admin_socket);
+        Ok(control)
+    }
+
+    /// The admin listener's bound address, if there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        lock(&self.admin_addr).map(|(_, bound)| bound)
+    }
+
+    /// How many changes were applied since the start.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// How many reloads were applied since the start: what the API derived from the
+    /// running state (e.g. the ids of moved rules) is stale once it moved.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Hand the admin server what `bind_admin` decided.
+    fn hand_admin_socket(&self, socket: AdminChange) {
+        match socket {
+            AdminChange::Keep => {}
+            AdminChange::Stop => {
+                *lock(&self.admin_addr) = None;
+                let _ = self.admin.send(None);
+            }
+            AdminChange::Serve {
+                configured,
+                socket,
+                bound,
+            } => {
+                tracing::info!("Admin listener on http://{bound}");
+                *lock(&self.admin_addr) = Some((configured, bound));
+                let _ = self.admin.send(Some((socket, bound)));
+            }
+        }
     }
 
     /// The model requests are served with now.
@@ -114,10 +198,12 @@ impl Control {
         self.listeners.list()
     }
 
-    /// Serve `config` from now on (see the module docs). On an error nothing changed.
-    pub async fn apply(&self, config: Config) -> Result<Applied, ChangeError> {
-        let _changing = self.changing.lock().await;
+    /// Serve `config` from now on (see the module docs), the change lock held. On an
+    /// error nothing changed.
+    async fn apply_locked(&self, config: Config) -> Result<Applied, ChangeError> {
         let bound = self.listeners.bind(&config).await?;
+        let configured_admin = lock(&self.admin_addr).map(|(configured, _)| configured);
+        let admin_socket = bind_admin(&config, configured_admin).await?;
         let applied = Applied {
             listeners: config.listeners.len(),
             rules: config.listeners.iter().map(|l| l.rules.len()).sum(),
@@ -133,36 +219,92 @@ impl Control {
         let model = self.runtime.model(Arc::new(config)).await;
         self.listeners.serve(&model, bound, &self.runtime);
         self.model.store(model);
+        self.hand_admin_socket(admin_socket);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Ok(applied)
+    }
+
+    /// Edit the running config's document with `edit` (the API's changes), then validate
+    /// and apply the result as a whole, like a reload; on any refusal nothing changed.
+    /// TLS settings the edit did not touch keep their server config (and so their
+    /// session tickets). Warnings are not logged again.
+    pub async fn edit<E>(
+        &self,
+        edit: impl FnOnce(&mut toml::Table, &Config) -> Result<(), E>,
+    ) -> Result<Applied, EditError<E>> {
+        let _changing = self.changing.lock().await;
+        let Some(mut document) = lock(&self.document).clone() else {
+            return Err(EditError::NoDocument);
+        };
+        let old = self.config();
+        edit(&mut document, &old).map_err(EditError::Refused)?;
+        let text = toml::to_string(&document).map_err(|e| {
+            EditError::Change(ChangeError::Config(ConfigErrors(vec![
+                config::ConfigError {
+                    file: self.origin.name.clone(),
+                    line: None,
+                    column: None,
+                    message: format!("the edited configuration cannot be written as TOML: {e}"),
+                },
+            ])))
+        })?;
+        let mut config = config::validate::validate_quietly(&text, &self.origin)
+            .result
+            .map_err(ChangeError::Config)?;
+        config.source = old.source.clone();
+        for (new, old) in config.listeners.iter_mut().zip(old.listeners.iter()) {
+            if let (Some(n), Some(o)) = (&mut new.tls, &old.tls) {
+                if n.certificates == o.certificates && n.ssl_policy == o.ssl_policy {
+                    n.server_config = o.server_config.clone();
+                }
+            }
+        }
+        let applied = self.apply_locked(config).await?;
+        *lock(&self.document) = Some(document);
         Ok(applied)
     }
 
     /// Read the config again from where it came from and apply it. A config with errors
     /// changes nothing; the errors are logged and returned.
     pub async fn reload(&self) -> Result<Applied, ChangeError> {
-        let validated = match &self.source {
-            ConfigSource::File(path) => config::check_file(path),
-            ConfigSource::Text(text) => config::validate::validate(text, &self.origin),
+        let text = match &self.source {
+            ConfigSource::File(path) => match std::fs::read_to_string(path) {
+                Ok(text) => text,
+                Err(e) => {
+                    let e = ChangeError::Config(ConfigErrors(vec![config::ConfigError {
+                        file: self.origin.name.clone(),
+                        line: None,
+                        column: None,
+                        message: format!("cannot read the config file: {e}"),
+                    }]));
+                    tracing::warn!("The reload was refused; the running configuration stays:\n{e}");
+                    return Err(e);
+                }
+            },
+            ConfigSource::Text(text) => text.clone(),
             ConfigSource::Value => return Err(ChangeError::NoSource),
         };
-        self.apply_validated(validated.result).await
+        self.reload_str(&text).await
     }
 
-    /// Apply the config `text` (relative paths resolve as the running config's did).
+    /// Apply the config `text` (relative paths resolve as the running config's did); it
+    /// becomes the document API changes edit.
     pub async fn reload_str(&self, text: &str) -> Result<Applied, ChangeError> {
-        let validated = config::validate::validate(text, &self.origin);
-        self.apply_validated(validated.result).await
-    }
-
-    async fn apply_validated(
-        &self,
-        result: Result<Config, ConfigErrors>,
-    ) -> Result<Applied, ChangeError> {
+        let result = config::validate::validate(text, &self.origin).result;
         let outcome = match result {
             Ok(mut config) => {
                 if let ConfigSource::File(path) = &self.source {
                     config.source = Some(path.clone());
                 }
-                self.apply(config).await
+                let _changing = self.changing.lock().await;
+                let applied = self.apply_locked(config).await;
+                if applied.is_ok() {
+                    *lock(&self.document) = text.parse::<toml::Table>().ok();
+                    self.reloads
+                        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                }
+                applied
             }
             Err(e) => Err(ChangeError::Config(e)),
         };
@@ -179,4 +321,50 @@ impl Control {
         }
         outcome
     }
+}
+
+/// What a config asks of the admin listener, against what is served.
+enum AdminChange {
+    Keep,
+    Stop,
+    Serve {
+        configured: SocketAddr,
+        socket: TcpListener,
+        bound: SocketAddr,
+    },
+}
+
+/// Bind `config`'s admin listener unless `serving` (the configured address served now)
+/// is already it.
+async fn bind_admin(
+    config: &Config,
+    serving: Option<SocketAddr>,
+) -> Result<AdminChange, BindError> {
+    match (&config.admin, serving) {
+        (None, None) => Ok(AdminChange::Keep),
+        (None, Some(_)) => Ok(AdminChange::Stop),
+        (Some(a), Some(s)) if a.listen == s => Ok(AdminChange::Keep),
+        (Some(a), _) => {
+            let socket = TcpListener::bind(a.listen)
+                .await
+                .map_err(|source| BindError {
+                    addr: a.listen,
+                    source,
+                })?;
+            let bound = socket.local_addr().map_err(|source| BindError {
+                addr: a.listen,
+                source,
+            })?;
+            Ok(AdminChange::Serve {
+                configured: a.listen,
+                socket,
+                bound,
+            })
+        }
+    }
+}
+
+/// Lock a mutex whose holders never panic mid-update; recover the data if one did.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

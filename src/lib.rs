@@ -33,6 +33,7 @@
 //! Start a proxy in-process with [`Proxy::start`] (any listener may use port 0) and
 //! read the bound addresses from the returned [`ProxyHandle`].
 
+pub mod admin;
 pub mod backend;
 pub mod certs;
 pub mod config;
@@ -156,13 +157,17 @@ impl Proxy {
             options.resolver.clone(),
             options.dns_refresh_interval,
         ));
-        let control = match Control::start(runtime, config, origin, source).await {
+        let (admin_sockets, admin_socket) = tokio::sync::mpsc::unbounded_channel();
+        let control = match Control::start(runtime, config, origin, source, admin_sockets).await {
             Ok(control) => Arc::new(control),
             Err(e) => {
                 shutdown.close_all.cancel();
                 return Err(e.into());
             }
         };
+        shutdown
+            .tracker
+            .spawn(admin::run(control.clone(), admin_socket));
 
         // Backends stop when the proxy stops accepting, and drain beside it. Their
         // sockets are bound: anything arriving first waits in the accept queue.
@@ -230,7 +235,7 @@ impl ProxyHandle {
 
     /// The admin listener's address; `None` when `[admin]` is absent.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        None
+        self.control.admin_addr()
     }
 
     /// The heartbeat backends this proxy started, in config order.

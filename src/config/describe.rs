@@ -32,6 +32,9 @@ fn write_config(out: &mut String, c: &Config) -> std::fmt::Result {
         DesyncMitigationMode::Strictest => "strictest",
     };
     for (k, v) in [
+        ("name", lb.name.clone()),
+        ("region", lb.region.clone()),
+        ("account_id", lb.account_id.clone()),
         ("idle_timeout", dur(lb.idle_timeout)),
         ("xff_header_processing", xff.to_string()),
         ("xff_client_port", lb.xff_client_port.to_string()),
@@ -59,7 +62,14 @@ fn write_config(out: &mut String, c: &Config) -> std::fmt::Result {
         writeln!(out, "  {k:<28}{v}")?;
     }
     match &c.admin {
-        Some(a) => writeln!(out, "admin listen {}", a.listen)?,
+        Some(a) => match &a.credentials {
+            Some(c) => writeln!(
+                out,
+                "admin listen {} (SigV4 / Basic auth for key {})",
+                a.listen, c.access_key_id
+            )?,
+            None => writeln!(out, "admin listen {} (no credentials)", a.listen)?,
+        },
         None => writeln!(out, "admin: none")?,
     }
     match &c.access_log {

@@ -61,13 +61,32 @@ pub struct LoadBalancerConfig {
     /// albatross extension: the key of stickiness cookies, shared by nodes behind one
     /// DNS name; at least 16 characters. Default: a random key per start.
     pub stickiness_secret: Option<Spanned<String>>,
+    /// ALB's `LoadBalancerName`: ARNs and `app/<name>/<id>` derive from it. Default
+    /// `albatross`; ≤ 32 alphanumerics and hyphens, no hyphen at either end.
+    pub name: Option<Spanned<String>>,
+    /// The region in ARNs. Default `us-east-1`.
+    pub region: Option<Spanned<String>>,
+    /// The account in ARNs, 12 digits. Default `000000000000`.
+    pub account_id: Option<Spanned<String>>,
 }
 
 /// `[admin]`.
 #[derive(Debug, Deserialize)]
 pub struct AdminConfig {
-    /// `ip:port`, required.
-    pub listen: Spanned<String>,
+    /// `ip:port`, default `127.0.0.1:9900`. Not on loopback only with `credentials`.
+    pub listen: Option<Spanned<String>>,
+    /// When set, API calls need a SigV4 signature for this key, and other admin paths
+    /// HTTP Basic auth with it.
+    pub credentials: Option<Spanned<CredentialsConfig>>,
+}
+
+/// `[admin] credentials`.
+#[derive(Debug, Deserialize)]
+pub struct CredentialsConfig {
+    /// Required.
+    pub access_key_id: Spanned<String>,
+    /// Required.
+    pub secret_access_key: Spanned<String>,
 }
 
 /// `[access_log]`.

@@ -58,6 +58,12 @@ pub struct LoadBalancer {
     pub shutdown_timeout: Duration,
     /// Key material of stickiness cookies (not an ALB setting); `None` = random per start.
     pub stickiness_secret: Option<Secret>,
+    /// ALB's `LoadBalancerName` (default `albatross`): ARNs derive from it.
+    pub name: String,
+    /// The region in ARNs (default `us-east-1`).
+    pub region: String,
+    /// The account in ARNs (default `000000000000`).
+    pub account_id: String,
 }
 
 /// A secret from the config; `Debug` never shows it.
@@ -96,6 +102,9 @@ impl Default for LoadBalancer {
             connect_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
             stickiness_secret: None,
+            name: "albatross".to_string(),
+            region: "us-east-1".to_string(),
+            account_id: "000000000000".to_string(),
         }
     }
 }
@@ -114,9 +123,19 @@ pub enum DesyncMitigationMode {
     Strictest,
 }
 
-#[derive(Debug, Clone)]
+/// `[admin]`: the operators' and test suites' listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admin {
+    /// Default `127.0.0.1:9900`; on loopback unless `credentials` are set.
     pub listen: SocketAddr,
+    pub credentials: Option<Credentials>,
+}
+
+/// The one key the admin listener accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
 }
 
 #[derive(Debug, Clone)]

@@ -102,6 +102,24 @@ pub fn ssl_policy_names() -> impl Iterator<Item = String> {
     POLICIES.iter().map(|(name, _)| format!("{PREFIX}{name}"))
 }
 
+/// What a policy offers, in OpenSSL's names as DescribeSSLPolicies lists them: its
+/// protocol versions (`TLSv1.2`) and cipher suites in priority order.
+pub fn describe(name: &str) -> Option<(Vec<&'static str>, Vec<&'static str>)> {
+    let policy = lookup(name)?;
+    let mut versions: Vec<&'static str> = policy
+        .versions
+        .iter()
+        .filter_map(|v| openssl_version_name(v.version))
+        .collect();
+    versions.sort_unstable();
+    let suites = policy
+        .cipher_suites
+        .iter()
+        .filter_map(|s| openssl_suite_name(s.suite()))
+        .collect();
+    Some((versions, suites))
+}
+
 /// Look a policy up by its ALB name; the `ELBSecurityPolicy-` prefix is optional.
 pub(super) fn lookup(name: &str) -> Option<SecurityPolicy> {
     let short = name.strip_prefix(PREFIX).unwrap_or(name);

@@ -20,10 +20,10 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::document::{self, Read, Source};
-use super::file::{BackendConfig, DurationValue, LoadBalancerConfig};
+use super::file::{AdminConfig, BackendConfig, DurationValue, LoadBalancerConfig};
 use super::model::{
-    AccessLog, Admin, Backend, Config, DesyncMitigationMode, LoadBalancer, Secret, TargetGroupId,
-    XffMode,
+    AccessLog, Admin, Backend, Config, Credentials, DesyncMitigationMode, LoadBalancer, Secret,
+    TargetGroupId, XffMode,
 };
 use super::{duration, ConfigError, ConfigErrors, Origin};
 
@@ -33,8 +33,18 @@ pub struct Validated {
     pub warnings: Vec<ConfigError>,
 }
 
-/// Validate a config text.
+/// Validate a config text; warnings are logged too.
 pub fn validate(text: &str, origin: &Origin) -> Validated {
+    validate_with(text, origin, true)
+}
+
+/// Validate a config text without logging its warnings (they are still returned): for
+/// texts validated again and again, such as the running config changed through the API.
+pub fn validate_quietly(text: &str, origin: &Origin) -> Validated {
+    validate_with(text, origin, false)
+}
+
+fn validate_with(text: &str, origin: &Origin, log_warnings: bool) -> Validated {
     let src = Source {
         name: &origin.name,
         text,
@@ -44,6 +54,7 @@ pub fn validate(text: &str, origin: &Origin) -> Validated {
         base_dir: &origin.base_dir,
         errors: Vec::new(),
         warnings: Vec::new(),
+        log_warnings,
     };
     let mut read_errors = Vec::new();
     let read = document::read(&cx.src, &mut read_errors);
@@ -78,6 +89,7 @@ pub(crate) struct Cx<'a> {
     base_dir: &'a Path,
     errors: Vec<ConfigError>,
     warnings: Vec<ConfigError>,
+    log_warnings: bool,
 }
 
 /// How a duration key is checked.
@@ -131,6 +143,10 @@ impl Cx<'_> {
 
     pub fn warn(&mut self, span: Range<usize>, message: impl Into<String>) {
         let w = self.src.at(span, message);
+        if !self.log_warnings {
+            self.warnings.push(w);
+            return;
+        }
         tracing::warn!(
             "{}:{}:{}: warning: {}",
             w.file,
@@ -277,10 +293,11 @@ impl Cx<'_> {
 fn build(cx: &mut Cx<'_>, read: Read) -> Option<Config> {
     let file = read.file;
     let load_balancer = load_balancer(cx, file.load_balancer.unwrap_or_default());
-    let admin = file.admin.and_then(|a| {
-        let listen = cx.socket_addr(&a.listen, "listen")?;
-        Some(Admin { listen })
-    });
+    let admin_listen_span = file
+        .admin
+        .as_ref()
+        .and_then(|a| a.listen.as_ref().map(|l| l.span()));
+    let admin = file.admin.and_then(|a| admin(cx, a));
     let access_log = file.access_log.and_then(|a| {
         if a.path.get_ref().trim().is_empty() {
             cx.error(a.path.span(), "`path` of the access log cannot be empty");
@@ -316,6 +333,9 @@ fn build(cx: &mut Cx<'_>, read: Read) -> Option<Config> {
         if let Ok(addr) = b.get_ref().listen.get_ref().parse() {
             binds.claim(cx, addr, b.get_ref().listen.span(), "backend");
         }
+    }
+    if let (Some(a), Some(listen)) = (&admin, admin_listen_span) {
+        binds.claim(cx, a.listen, listen, "admin listener");
     }
 
     if read.listeners_in_text == 0 {
@@ -378,6 +398,61 @@ impl Binds {
     }
 }
 
+/// `[admin]`: where it listens, and the key it asks for. A listener reachable from other
+/// machines without a key would let anyone change the load balancer.
+fn admin(cx: &mut Cx<'_>, a: AdminConfig) -> Option<Admin> {
+    let listen = match &a.listen {
+        Some(l) => cx.socket_addr(l, "listen")?,
+        None => SocketAddr::from(([127, 0, 0, 1], 9900)),
+    };
+    let credentials = match &a.credentials {
+        None => None,
+        Some(c) => {
+            let (id, secret) = (&c.get_ref().access_key_id, &c.get_ref().secret_access_key);
+            let mut ok = true;
+            if id.get_ref().is_empty()
+                || !id
+                    .get_ref()
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+            {
+                cx.error(
+                    id.span(),
+                    "`access_key_id` must be letters, digits or underscores, such as \"AKIDEXAMPLE\"",
+                );
+                ok = false;
+            }
+            if secret.get_ref().is_empty() {
+                cx.error(secret.span(), "`secret_access_key` cannot be empty");
+                ok = false;
+            }
+            if !ok {
+                return None;
+            }
+            Some(Credentials {
+                access_key_id: id.get_ref().clone(),
+                secret_access_key: Secret::new(secret.get_ref().clone()),
+            })
+        }
+    };
+    if !listen.ip().is_loopback() && credentials.is_none() {
+        let span = a.listen.as_ref().map(|l| l.span()).unwrap_or(0..0);
+        cx.error(
+            span,
+            format!(
+                "the admin listener on {listen} is reachable from other machines; set \
+                 `credentials = {{ access_key_id = \"…\", secret_access_key = \"…\" }}` \
+                 or listen on a loopback address such as 127.0.0.1"
+            ),
+        );
+        return None;
+    }
+    Some(Admin {
+        listen,
+        credentials,
+    })
+}
+
 fn load_balancer(cx: &mut Cx<'_>, lb: LoadBalancerConfig) -> Option<LoadBalancer> {
     let d = LoadBalancer::default();
     let idle = cx.duration(
@@ -435,7 +510,61 @@ fn load_balancer(cx: &mut Cx<'_>, lb: LoadBalancerConfig) -> Option<LoadBalancer
         }
         Some(s) => Some(Some(Secret::new(s.get_ref().clone()))),
     };
+    let name = lb.name.as_ref().map_or(Some(d.name.clone()), |n| {
+        let v = n.get_ref();
+        let ok = !v.is_empty()
+            && v.len() <= 32
+            && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !v.starts_with('-')
+            && !v.ends_with('-')
+            && !v.starts_with("internal-");
+        if !ok {
+            cx.error(
+                n.span(),
+                format!(
+                    "`name` must be 1 to 32 letters, digits and hyphens, without a hyphen at \
+                     either end and not starting with `internal-` (got `{v}`)"
+                ),
+            );
+            return None;
+        }
+        Some(v.clone())
+    });
+    let region = lb.region.as_ref().map_or(Some(d.region.clone()), |r| {
+        let v = r.get_ref();
+        let ok = !v.is_empty()
+            && v.len() <= 32
+            && v.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !v.starts_with('-')
+            && !v.ends_with('-');
+        if !ok {
+            cx.error(
+                r.span(),
+                format!("`region` must look like `us-east-1` (got `{v}`)"),
+            );
+            return None;
+        }
+        Some(v.clone())
+    });
+    let account_id = lb
+        .account_id
+        .as_ref()
+        .map_or(Some(d.account_id.clone()), |a| {
+            let v = a.get_ref();
+            if v.len() != 12 || !v.chars().all(|c| c.is_ascii_digit()) {
+                cx.error(
+                    a.span(),
+                    format!("`account_id` must be 12 digits (got `{v}`)"),
+                );
+                return None;
+            }
+            Some(v.clone())
+        });
     Some(LoadBalancer {
+        name: name?,
+        region: region?,
+        account_id: account_id?,
         stickiness_secret: secret?,
         idle_timeout: idle?,
         xff_header_processing: xff?,

@@ -914,6 +914,75 @@ fn admin_and_access_log() {
 }
 
 #[test]
+fn admin_defaults_to_loopback_and_needs_credentials_elsewhere() {
+    let c = ok(&with("[admin]\n"));
+    let admin = c.admin.unwrap();
+    assert_eq!(admin.listen.to_string(), "127.0.0.1:9900");
+    assert!(admin.credentials.is_none());
+
+    has(
+        &errors(&with("[admin]\nlisten = \"0.0.0.0:9900\"\n")),
+        "10:10: the admin listener on 0.0.0.0:9900 is reachable from other machines; set \
+         `credentials = { access_key_id = \"…\", secret_access_key = \"…\" }` or listen on a \
+         loopback address such as 127.0.0.1",
+    );
+    let c = ok(&with(
+        "[admin]\nlisten = \"0.0.0.0:9900\"\ncredentials = { access_key_id = \"AKIDEXAMPLE\", secret_access_key = \"s3cr3t\" }\n",
+    ));
+    let creds = c.admin.unwrap().credentials.unwrap();
+    assert_eq!(creds.access_key_id, "AKIDEXAMPLE");
+    assert_eq!(creds.secret_access_key.expose(), "s3cr3t");
+    assert!(
+        !format!("{creds:?}").contains("s3cr3t"),
+        "the secret never shows"
+    );
+
+    has_containing(
+        &errors(&with(
+            "[admin]\ncredentials = { access_key_id = \"AK ID\", secret_access_key = \"\" }\n",
+        )),
+        "`access_key_id` must be letters, digits or underscores",
+    );
+    has_containing(
+        &errors(&with(
+            "[admin]\ncredentials = { access_key_id = \"AKID\", secret_access_key = \"\" }\n",
+        )),
+        "`secret_access_key` cannot be empty",
+    );
+}
+
+#[test]
+fn load_balancer_name_region_and_account() {
+    let c = ok(&with(""));
+    let lb = &c.load_balancer;
+    assert_eq!(
+        (lb.name.as_str(), lb.region.as_str(), lb.account_id.as_str()),
+        ("albatross", "us-east-1", "000000000000")
+    );
+    let c = ok(&with(
+        "[load_balancer]\nname = \"my-alb\"\nregion = \"eu-west-3\"\naccount_id = \"123456789012\"\n",
+    ));
+    assert_eq!(c.load_balancer.name, "my-alb");
+    assert_eq!(c.load_balancer.region, "eu-west-3");
+    assert_eq!(c.load_balancer.account_id, "123456789012");
+    for (text, want) in [
+        ("name = \"-bad\"", "`name` must be 1 to 32 letters"),
+        ("name = \"internal-x\"", "not starting with `internal-`"),
+        ("name = \"a_b\"", "`name` must be 1 to 32 letters"),
+        (
+            "region = \"US East\"",
+            "`region` must look like `us-east-1`",
+        ),
+        (
+            "account_id = \"1234\"",
+            "`account_id` must be 12 digits (got `1234`)",
+        ),
+    ] {
+        has_containing(&errors(&with(&format!("[load_balancer]\n{text}\n"))), want);
+    }
+}
+
+#[test]
 fn backends() {
     let c = ok(&with("[[backend]]\nlisten = \"127.0.0.1:9001\"\n[[backend]]\nlisten = \"127.0.0.1:9002\"\nid = \"two\"\nping_interval = \"300ms\"\nping_timeout = 0\nredis = \"redis://127.0.0.1:6379\"\n"));
     assert_eq!(
