@@ -291,6 +291,26 @@ impl ProxyHandle {
             .describe_target(addr))
     }
 
+    /// ModifyLoadBalancerAttributes in-process: ALB's keys and values, e.g.
+    /// `("idle_timeout.timeout_seconds", "120")`, validated and applied as the API does
+    /// (connections and tunnels opened afterwards get the new values).
+    pub async fn modify_load_balancer_attributes(
+        &self,
+        attributes: &[(&str, &str)],
+    ) -> Result<(), admin::ApiError> {
+        admin::modify_load_balancer_attributes(&self.control, &owned(attributes)).await
+    }
+
+    /// ModifyTargetGroupAttributes in-process for the group named `group`, e.g.
+    /// `("deregistration_delay.timeout_seconds", "5")`.
+    pub async fn modify_target_group_attributes(
+        &self,
+        group: &str,
+        attributes: &[(&str, &str)],
+    ) -> Result<(), admin::ApiError> {
+        admin::modify_target_group_attributes(&self.control, group, &owned(attributes)).await
+    }
+
     /// The open tunnels, in no particular order.
     pub fn tunnels(&self) -> Vec<tunnel::TunnelInfo> {
         let tunnels = &self.control.runtime().tunnels;
@@ -329,6 +349,13 @@ impl ProxyHandle {
     pub async fn stopping(&self) {
         self.shutdown.stop_accepting.cancelled().await
     }
+}
+
+fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 impl Drop for ProxyHandle {

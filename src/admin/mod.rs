@@ -20,6 +20,9 @@ mod elbv2;
 pub mod query;
 pub mod sigv4;
 
+pub use elbv2::{modify_load_balancer_attributes, modify_target_group_attributes};
+pub use query::ApiError;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;

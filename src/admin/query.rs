@@ -200,6 +200,8 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+impl std::error::Error for ApiError {}
+
 /// An XML document written in order; text is escaped.
 #[derive(Debug, Default)]
 pub struct Xml {

@@ -679,3 +679,5 @@ pub fn status_of(resp: &str) -> u16 {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
 }
+
+pub mod aws;

@@ -211,11 +211,41 @@ pub async fn load_balancer_attributes(
 ) -> Result<String, ApiError> {
     View::new(api, control).check_load_balancer(p.required("LoadBalancerArn")?)?;
     let attrs = key_values(p, 20)?;
-    edit(control, |doc, config| {
-        attributes::edit_load_balancer(config, table(doc, "load_balancer")?, &attrs)
-    })
-    .await?;
+    modify_load_balancer_attributes(control, &attrs).await?;
     Ok(read::load_balancer_attributes_of(&View::new(api, control)))
+}
+
+/// Set load balancer attributes (ALB's keys and values) on the running config.
+pub async fn modify_load_balancer_attributes(
+    control: &Control,
+    attrs: &[(String, String)],
+) -> Result<(), ApiError> {
+    edit(control, |doc, config| {
+        attributes::edit_load_balancer(config, table(doc, "load_balancer")?, attrs)
+    })
+    .await
+}
+
+/// Set the attributes (ALB's keys and values) of the target group named `name`.
+pub async fn modify_target_group_attributes(
+    control: &Control,
+    name: &str,
+    attrs: &[(String, String)],
+) -> Result<(), ApiError> {
+    edit(control, |doc, config| {
+        let g = config
+            .target_groups
+            .iter()
+            .find(|g| g.name == name)
+            .ok_or_else(|| {
+                ApiError::sender(
+                    "TargetGroupNotFound",
+                    format!("There is no target group named '{name}'."),
+                )
+            })?;
+        attributes::edit_target_group(g, target_group_table(doc, name)?, attrs)
+    })
+    .await
 }
 
 pub async fn listener(api: &super::Api, control: &Control, p: &Params) -> Result<String, ApiError> {
@@ -488,18 +518,15 @@ pub async fn target_group_attributes(
 ) -> Result<String, ApiError> {
     let arn = p.required("TargetGroupArn")?;
     let attrs = key_values(p, usize::MAX)?;
-    let mut name = String::new();
-    edit(control, |doc, _| {
-        let v = View::new(api, control);
-        let g = v.target_group(arn)?;
-        name.clone_from(&g.name);
-        attributes::edit_target_group(g, target_group_table(doc, &g.name)?, &attrs)
-    })
-    .await?;
+    let name = View::new(api, control).target_group(arn)?.name.clone();
+    modify_target_group_attributes(control, &name, &attrs)
+        .await
+        .map_err(|e| match e.code {
+            "TargetGroupNotFound" => super::target_group_not_found(arn),
+            _ => e,
+        })?;
     let v = View::new(api, control);
-    let g = v.target_group(arn)?;
-    debug_assert_eq!(g.name, name);
-    Ok(read::target_group_attributes_of(g))
+    Ok(read::target_group_attributes_of(v.target_group(arn)?))
 }
 
 pub async fn target_group(

@@ -9,6 +9,8 @@
 mod attributes;
 mod change;
 mod read;
+
+pub use change::{modify_load_balancer_attributes, modify_target_group_attributes};
 mod xml;
 
 use std::collections::HashMap;
