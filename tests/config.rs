@@ -197,13 +197,13 @@ fn default_config_without_certificates_names_the_missing_files() {
     assert_eq!(shown.len(), 2, "{shown:#?}");
     assert!(
         shown[0].starts_with(&format!(
-            "default.toml:18:27: cannot read certificate file `{d}/certs/localhost.pem`: "
+            "default.toml:22:27: cannot read certificate file `{d}/certs/localhost.pem`: "
         )),
         "{shown:#?}"
     );
     assert!(
         shown[1].starts_with(&format!(
-            "default.toml:18:56: cannot read key file `{d}/certs/localhost-key.pem`: "
+            "default.toml:22:56: cannot read key file `{d}/certs/localhost-key.pem`: "
         )),
         "{shown:#?}"
     );

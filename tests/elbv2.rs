@@ -91,6 +91,21 @@ fn s(v: &Value) -> String {
         .to_string()
 }
 
+/// A target's (state, reason) in DescribeTargetHealth.
+async fn health(aws: &mut Aws, group: &str, targets: &Value) -> (String, String) {
+    let h = aws
+        .ok(
+            "describe_target_health",
+            json!({ "TargetGroupArn": group, "Targets": targets }),
+        )
+        .await;
+    let h = &h["TargetHealthDescriptions"][0]["TargetHealth"];
+    (
+        s(&h["State"]),
+        h["Reason"].as_str().unwrap_or("").to_string(),
+    )
+}
+
 async fn lb_arn(aws: &mut Aws) -> String {
     s(&aws.ok("describe_load_balancers", json!({})).await["LoadBalancers"][0]["LoadBalancerArn"])
 }
@@ -764,19 +779,12 @@ async fn registered_targets_get_traffic_once_healthy_and_drain_when_deregistered
         json!({ "TargetGroupArn": blue_arn, "Targets": t }),
     )
     .await;
-    let health = aws
-        .ok(
-            "describe_target_health",
-            json!({ "TargetGroupArn": blue_arn, "Targets": t }),
+    assert_eq!(
+        health(&mut aws, &blue_arn, &t).await,
+        (
+            "initial".to_string(),
+            "Elb.RegistrationInProgress".to_string()
         )
-        .await;
-    assert_eq!(
-        health["TargetHealthDescriptions"][0]["TargetHealth"]["State"],
-        "initial"
-    );
-    assert_eq!(
-        health["TargetHealthDescriptions"][0]["TargetHealth"]["Reason"],
-        "Elb.RegistrationInProgress"
     );
     // Failing its checks it never turns healthy; the waiter gives up.
     eventually("unhealthy", || {
@@ -814,19 +822,12 @@ async fn registered_targets_get_traffic_once_healthy_and_drain_when_deregistered
         json!({ "TargetGroupArn": blue_arn, "Targets": t }),
     )
     .await;
-    let health = aws
-        .ok(
-            "describe_target_health",
-            json!({ "TargetGroupArn": blue_arn, "Targets": t }),
+    assert_eq!(
+        health(&mut aws, &blue_arn, &t).await,
+        (
+            "draining".to_string(),
+            "Target.DeregistrationInProgress".to_string()
         )
-        .await;
-    assert_eq!(
-        health["TargetHealthDescriptions"][0]["TargetHealth"]["State"],
-        "draining"
-    );
-    assert_eq!(
-        health["TargetHealthDescriptions"][0]["TargetHealth"]["Reason"],
-        "Target.DeregistrationInProgress"
     );
     let before = target.request_count();
     assert_eq!(
@@ -859,15 +860,9 @@ async fn registered_targets_get_traffic_once_healthy_and_drain_when_deregistered
     )
     .await;
     assert!(rest.is_empty(), "nothing more came through the tunnel");
-    let health = aws
-        .ok(
-            "describe_target_health",
-            json!({ "TargetGroupArn": blue_arn, "Targets": t }),
-        )
-        .await;
     assert_eq!(
-        health["TargetHealthDescriptions"][0]["TargetHealth"]["State"],
-        "unused"
+        health(&mut aws, &blue_arn, &t).await,
+        ("unused".to_string(), "Target.NotRegistered".to_string())
     );
 }
 
@@ -1131,39 +1126,37 @@ async fn malformed_and_oversized_calls_get_clear_errors() {
         format!(
         "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
     };
-    let (status, resp) = admin_raw(admin, &post("Version=2015-12-01".into())).await;
-    assert_eq!(status, 400, "{resp}");
-    assert!(resp.contains("<Code>MissingAction</Code>"), "{resp}");
-    let (status, resp) = admin_raw(
-        admin,
-        &post("Action=DescribeLoadBalancers&Version=2012-06-01".into()),
-    )
-    .await;
-    assert_eq!(status, 400, "{resp}");
-    assert!(resp.contains("<Code>InvalidAction</Code>"), "{resp}");
-    let (status, resp) = admin_raw(
-        admin,
-        &post("Action=CreateLoadBalancer&Version=2015-12-01".into()),
-    )
-    .await;
-    assert_eq!(status, 400, "{resp}");
-    assert!(resp.contains("<Code>InvalidAction</Code>"), "{resp}");
-    let (status, resp) = admin_raw(
-        admin,
-        &post("Action=DescribeTargetHealth&Version=2015-12-01&%ff%fe=%zz".into()),
-    )
-    .await;
-    assert_eq!(status, 400, "{resp}");
-    assert!(
-        resp.contains("<Code>ValidationError</Code>") && resp.contains("targetGroupArn"),
-        "{resp}"
-    );
-    let (status, resp) = admin_raw(
-        admin,
-        &post("Action=DescribeRules&Version=2015-12-01&PageSize=0&ListenerArn=x".into()),
-    )
-    .await;
-    assert_eq!(status, 400, "{resp}");
+    for (body, code, mention) in [
+        ("Version=2015-12-01", "MissingAction", ""),
+        (
+            "Action=DescribeLoadBalancers&Version=2012-06-01",
+            "InvalidAction",
+            "",
+        ),
+        (
+            "Action=CreateLoadBalancer&Version=2015-12-01",
+            "InvalidAction",
+            "",
+        ),
+        (
+            "Action=DescribeTargetHealth&Version=2015-12-01&%ff%fe=%zz",
+            "ValidationError",
+            "targetGroupArn",
+        ),
+        (
+            "Action=DescribeSSLPolicies&Version=2015-12-01&PageSize=0",
+            "ValidationError",
+            "pageSize",
+        ),
+    ] {
+        let (status, resp) = admin_raw(admin, &post(body.into())).await;
+        assert_eq!(status, 400, "{resp}");
+        assert!(
+            resp.contains(&format!("<Type>Sender</Type><Code>{code}</Code>")),
+            "{resp}"
+        );
+        assert!(resp.contains(mention), "{resp}");
+    }
     // GET with a query string is the Query protocol too.
     let (status, resp) = admin_raw(admin, "GET /?Action=DescribeLoadBalancers&Version=2015-12-01 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     assert_eq!(status, 200, "{resp}");

@@ -20,22 +20,48 @@ const MAX_TARGETS: usize = 1000;
 /// ALB's quota of rules per load balancer (default rules not counted).
 const MAX_RULES: usize = 100;
 
-pub fn register_targets(v: &View<'_>, p: &Params) -> Result<String, ApiError> {
+/// The group and targets a Register/DeregisterTargets call names, and the group's
+/// targets now.
+struct Asked<'a> {
+    arn: &'a str,
+    group: &'a crate::config::model::TargetGroup,
+    addrs: Vec<std::net::SocketAddr>,
+    current: std::sync::Arc<Vec<std::sync::Arc<crate::target_group::Target>>>,
+}
+
+fn asked_targets<'a>(v: &'a View<'_>, p: &'a Params) -> Result<Asked<'a>, ApiError> {
     let arn = p.required("TargetGroupArn")?;
-    let g = v.target_group(arn)?;
+    let group = v.target_group(arn)?;
     let asked = p.members("Targets");
     if asked.is_empty() {
         p.required("Targets.member.1.Id")?;
     }
     let addrs = asked
         .iter()
-        .map(|t| read::target_addr(g, t))
+        .map(|t| read::target_addr(group, t))
         .collect::<Result<Vec<_>, _>>()?;
-    let targets = &v.control.runtime().targets;
-    let state = targets
-        .by_name(&g.name)
+    let state = v
+        .control
+        .runtime()
+        .targets
+        .by_name(&group.name)
         .map_err(|e| targets_error(arn, e))?;
-    let current = state.targets();
+    Ok(Asked {
+        arn,
+        group,
+        addrs,
+        current: state.targets(),
+    })
+}
+
+pub fn register_targets(v: &View<'_>, p: &Params) -> Result<String, ApiError> {
+    let Asked {
+        arn,
+        group: g,
+        addrs,
+        current,
+    } = asked_targets(v, p)?;
+    let targets = &v.control.runtime().targets;
     let new = addrs
         .iter()
         .filter(|a| !current.iter().any(|t| t.addr == **a))
@@ -62,21 +88,13 @@ pub fn register_targets(v: &View<'_>, p: &Params) -> Result<String, ApiError> {
 }
 
 pub fn deregister_targets(v: &View<'_>, p: &Params) -> Result<String, ApiError> {
-    let arn = p.required("TargetGroupArn")?;
-    let g = v.target_group(arn)?;
-    let asked = p.members("Targets");
-    if asked.is_empty() {
-        p.required("Targets.member.1.Id")?;
-    }
-    let addrs = asked
-        .iter()
-        .map(|t| read::target_addr(g, t))
-        .collect::<Result<Vec<_>, _>>()?;
+    let Asked {
+        arn,
+        group: g,
+        addrs,
+        current,
+    } = asked_targets(v, p)?;
     let targets = &v.control.runtime().targets;
-    let state = targets
-        .by_name(&g.name)
-        .map_err(|e| targets_error(arn, e))?;
-    let current = state.targets();
     let missing: Vec<String> = addrs
         .iter()
         .filter(|a| !current.iter().any(|t| t.addr == **a))
