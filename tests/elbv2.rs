@@ -430,6 +430,10 @@ async fn rules_are_created_modified_reordered_and_deleted() {
     aws.fails("create_rule", json!({ "ListenerArn": http, "Priority": 32,
         "Conditions": [ { "Field": "path-pattern", "Values": ["/x"] } ],
         "Actions": [ { "Type": "authenticate-cognito", "AuthenticateCognitoConfig": { "UserPoolArn": "a", "UserPoolClientId": "b", "UserPoolDomain": "c" } } ] }), "InvalidLoadBalancerAction").await;
+    aws.fails("create_rule", json!({ "ListenerArn": http, "Priority": 33,
+        "Conditions": [ { "Field": "path-pattern", "Values": ["/x"] } ],
+        "Actions": [ { "Type": "fixed-response", "FixedResponseConfig": { "StatusCode": "200" } } ],
+        "Transforms": [ { "Type": "url-rewrite", "UrlRewriteConfig": { "Rewrites": [ { "Regex": "^/x$", "Replace": "/y" } ] } } ] }), "InvalidConfigurationRequest").await;
 
     // ModifyRule: new action, same ARN.
     let modified = aws

@@ -327,6 +327,17 @@ fn file_only(what: &str) -> ApiError {
     )
 }
 
+/// Rule transforms (host header and URL rewrites) are not run here: refused, not ignored.
+fn no_transforms(p: &Params) -> Result<(), ApiError> {
+    if p.has("Transforms") {
+        return Err(ApiError::sender(
+            "InvalidConfigurationRequest",
+            "albatross does not run rule transforms (host header and URL rewrites).",
+        ));
+    }
+    Ok(())
+}
+
 fn priority(p: &Params) -> Result<u32, ApiError> {
     p.required("Priority")?;
     Ok(p.int("Priority", 1, 50_000)?.unwrap_or(1) as u32)
@@ -337,6 +348,7 @@ pub async fn create_rule(
     control: &Control,
     p: &Params,
 ) -> Result<String, ApiError> {
+    no_transforms(p)?;
     let arn = p.required("ListenerArn")?;
     let priority = priority(p)?;
     let conditions = p.members("Conditions");
@@ -390,6 +402,7 @@ pub async fn modify_rule(
     control: &Control,
     p: &Params,
 ) -> Result<String, ApiError> {
+    no_transforms(p)?;
     let arn = p.required("RuleArn")?;
     let conditions = p.members("Conditions");
     let actions = p.members("Actions");

@@ -59,8 +59,10 @@ pub fn load_balancer(x: &mut Xml, v: &View<'_>) {
     x.list("AvailabilityZones", ["a", "b"], |x, zone| {
         x.leaf("ZoneName", &format!("{}{zone}", lb.region));
         x.leaf("SubnetId", &format!("subnet-{}{zone}", &short_id));
+        x.open("LoadBalancerAddresses")
+            .close("LoadBalancerAddresses");
     });
-    x.strings("SecurityGroups", std::iter::empty());
+    x.strings("SecurityGroups", [format!("sg-{short_id}").as_str()]);
     let dualstack = v.config().listeners.iter().any(|l| l.address.is_ipv6());
     x.leaf(
         "IpAddressType",
