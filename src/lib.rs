@@ -39,6 +39,7 @@ pub mod certs;
 pub mod config;
 pub mod control;
 pub mod listener;
+pub mod observe;
 pub mod proxy;
 pub mod routing;
 pub mod shutdown;

@@ -4,6 +4,7 @@
 //! The target list is an immutable snapshot swapped on every membership change, so a
 //! pick reads it without a lock and without allocating.
 
+use crate::observe::GroupStats;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -65,9 +66,18 @@ pub struct Target {
     /// Cancelled when the deregistration delay ends: closes the target's tunnels and
     /// cuts requests still waiting for it. A child of the shutdown's `close_all`.
     drain: CancellationToken,
+    /// Requests and upgrades sent to it since it registered.
+    requests: AtomicU64,
+    /// Its group's counters (shared by the group and all its targets).
+    pub stats: Arc<GroupStats>,
 }
 
 impl Target {
+    /// Requests and upgrades sent to this target since it registered.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
     /// Requests and tunnels in flight.
     pub fn outstanding(&self) -> usize {
         self.outstanding.load(Ordering::Relaxed)
@@ -103,6 +113,7 @@ pub struct InFlight(Arc<Target>);
 impl InFlight {
     pub fn new(target: Arc<Target>) -> InFlight {
         target.outstanding.fetch_add(1, Ordering::Relaxed);
+        target.requests.fetch_add(1, Ordering::Relaxed);
         InFlight(target)
     }
 
@@ -169,6 +180,8 @@ pub struct TargetGroupState {
     /// they follow change, cancelled when the group leaves the config).
     pub(super) tasks: Mutex<Option<CancellationToken>>,
     shutdown: Shutdown,
+    /// What CloudWatch counts for the group; it lives as long as the group.
+    pub stats: Arc<GroupStats>,
 }
 
 impl std::fmt::Debug for TargetGroupState {
@@ -195,6 +208,7 @@ impl TargetGroupState {
             api_deregistered: Mutex::default(),
             tasks: Mutex::default(),
             shutdown,
+            stats: Arc::default(),
         }
     }
 
@@ -311,6 +325,8 @@ impl TargetGroupState {
             slow_start_from: AtomicU64::new(0),
             outstanding: AtomicUsize::new(0),
             drain: self.shutdown.close_all.child_token(),
+            requests: AtomicU64::new(0),
+            stats: self.stats.clone(),
         });
         target.sync_route(&health);
         let mut next = Vec::with_capacity(current.len() + 1);

@@ -34,6 +34,23 @@ pub enum CloseCause {
 }
 
 impl CloseCause {
+    /// Every cause, in the order [`CloseCause::index`] numbers them.
+    pub const ALL: [CloseCause; 8] = [
+        CloseCause::ClientClose,
+        CloseCause::TargetClose,
+        CloseCause::IdleTimeout,
+        CloseCause::ClientReset,
+        CloseCause::TargetReset,
+        CloseCause::Deregistration,
+        CloseCause::Shutdown,
+        CloseCause::Error,
+    ];
+
+    /// The cause's place in [`CloseCause::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The cause of `end`; a connection reset (or a write to a connection the peer
     /// already reset) counts as a reset, any other I/O failure as an error.
     pub fn of(end: TunnelEnd) -> CloseCause {

@@ -8,6 +8,7 @@
 //! and the registry's table one pointer per tunnel.
 
 use std::borrow::Borrow;
+use std::collections::VecDeque;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -20,7 +21,7 @@ use atomic_waker::AtomicWaker;
 use rustc_hash::FxHashSet;
 
 use super::control::{self, EndRequest, EndSignal};
-use super::record::CopyPath;
+use super::record::{CloseCause, CopyPath, TunnelRecord};
 
 /// A tunnel's id, unique within the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -210,7 +211,14 @@ pub struct Tunnels {
     /// Set by [`Tunnels::close`] (an [`EndRequest`], 0 while open): a tunnel opening
     /// afterwards is ended at once, for the same reason.
     closed: AtomicU8,
+    /// The records of the last [`RECENT`] tunnels that ended, newest last.
+    recent: Mutex<VecDeque<Arc<TunnelRecord>>>,
+    /// Ended tunnels by cause (index: [`CloseCause::index`]).
+    ended: [AtomicU64; CloseCause::ALL.len()],
 }
+
+/// How many ended tunnels' records are kept for the dashboard.
+pub const RECENT: usize = 50;
 
 impl fmt::Debug for Tunnels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -299,6 +307,26 @@ impl Tunnels {
         self.end_where(|h| h.target.key() == key, why)
     }
 
+    /// The records of the tunnels that ended last (at most [`RECENT`]), newest first.
+    pub fn recent(&self) -> Vec<Arc<TunnelRecord>> {
+        lock(&self.recent).iter().rev().cloned().collect()
+    }
+
+    /// How many tunnels ended, by cause (every cause listed, zeros included).
+    pub fn ended(&self) -> [(CloseCause, u64); CloseCause::ALL.len()] {
+        CloseCause::ALL.map(|c| (c, self.ended[c.index()].load(Ordering::Relaxed)))
+    }
+
+    /// Keep `record` of a tunnel that ended, and count it.
+    fn note_end(&self, record: TunnelRecord) {
+        self.ended[record.cause.index()].fetch_add(1, Ordering::Relaxed);
+        let mut recent = lock(&self.recent);
+        if recent.len() == RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(Arc::new(record));
+    }
+
     /// End every open tunnel for `why`, and every tunnel that opens from now on.
     pub fn close(&self, why: EndRequest) -> usize {
         self.closed.store(why as u8, Ordering::SeqCst);
@@ -316,6 +344,14 @@ pub struct Registration {
 impl Registration {
     pub fn handle(&self) -> &Arc<TunnelHandle> {
         &self.handle
+    }
+
+    /// The tunnel ended as `report` says: make its record, log it, keep it among the
+    /// recent ones and count its cause; then the tunnel leaves the registry.
+    pub fn finish(self, report: super::TunnelReport) {
+        let record = TunnelRecord::new(&self.handle.info(), report);
+        record.log();
+        self.tunnels.note_end(record);
     }
 }
 

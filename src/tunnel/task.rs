@@ -6,13 +6,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use super::record::TunnelRecord;
 use super::registry::Registration;
 use super::TunnelReport;
 
 pin_project_lite::pin_project! {
     /// One open tunnel's whole task. Spawn it; it resolves once the tunnel has ended and
-    /// its [`TunnelRecord`] is written.
+    /// its record is written (see [`Registration::finish`]).
     pub struct Tunnel<F, G> {
         #[pin]
         splice: F,
@@ -48,7 +47,7 @@ where
         let report = std::task::ready!(this.splice.poll(cx));
         drop(this.held.take());
         if let Some(registration) = this.registration.take() {
-            TunnelRecord::new(&registration.handle().info(), report).log();
+            registration.finish(report);
         }
         Poll::Ready(())
     }
