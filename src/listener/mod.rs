@@ -221,6 +221,7 @@ pub async fn run_accept_loop(
                 continue;
             }
         };
+        crate::observe::metrics::inc(&ctx.runtime.metrics.new_connections);
         let span = tracing::debug_span!("conn", client = %peer, port = ctx.port);
         let _ = stream.set_nodelay(true);
         match tls.load_full() {
@@ -244,7 +245,10 @@ async fn handshake_then_serve(
     let timeout = ctx.view().model.config.load_balancer.tls_handshake_timeout;
     match handshake(&acceptor, stream, timeout).await {
         Ok(tls_stream) => proxy::serve(tls_stream, peer, ctx),
-        Err(e) => tracing::debug!("{e}"),
+        Err(e) => {
+            crate::observe::metrics::inc(&ctx.runtime.metrics.client_tls_negotiation_errors);
+            tracing::debug!("{e}")
+        }
     }
 }
 

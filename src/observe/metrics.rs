@@ -36,15 +36,16 @@ impl Histogram {
         );
     }
 
-    /// (sum in seconds, count, cumulative counts per bucket of [`BUCKETS`]).
+    /// (sum in seconds, count, the count of each bucket by its upper bound: those of
+    /// [`BUCKETS`], then `f64::MAX` for the rest; not cumulative).
     pub fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
-        let mut cumulative = 0;
-        let mut buckets = Vec::with_capacity(BUCKETS.len());
-        for (i, &bound) in BUCKETS.iter().enumerate() {
-            cumulative += self.counts[i].load(Ordering::Relaxed);
-            buckets.push((bound, cumulative));
-        }
-        let count = cumulative + self.counts[BUCKETS.len()].load(Ordering::Relaxed);
+        let buckets: Vec<(f64, u64)> = BUCKETS
+            .iter()
+            .chain(std::iter::once(&f64::MAX))
+            .zip(&self.counts)
+            .map(|(&bound, c)| (bound, c.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
         let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
         (sum, count, buckets)
     }
@@ -158,7 +159,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_buckets_are_cumulative_with_a_sum() {
+    fn histogram_counts_per_bucket_with_a_sum() {
         let h = Histogram::default();
         h.observe(Duration::from_micros(500));
         h.observe(Duration::from_millis(20));
@@ -167,8 +168,9 @@ mod tests {
         assert_eq!(count, 3);
         assert!((sum - 30.0205).abs() < 1e-9, "{sum}");
         assert_eq!(buckets[0], (0.001, 1));
-        assert_eq!(buckets[4], (0.025, 2));
-        assert_eq!(buckets.last().unwrap(), &(10.0, 2));
+        assert_eq!(buckets[4], (0.025, 1));
+        assert_eq!(buckets[BUCKETS.len() - 1], (10.0, 0));
+        assert_eq!(buckets.last().unwrap(), &(f64::MAX, 1));
     }
 
     #[test]

@@ -15,7 +15,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -54,6 +54,9 @@ pub struct ConnState {
     response_timer: Mutex<ResponseTimer>,
     /// The tunnel to open once hyper has written a `101` and let go of the stream.
     tunnel: Mutex<Option<Box<PendingTunnel>>>,
+    /// Bytes read from and written to the client while it spoke HTTP (heads included).
+    pub received: AtomicU64,
+    pub sent: AtomicU64,
 }
 
 impl ConnState {
@@ -163,6 +166,14 @@ pub struct ClientIo<S> {
 }
 
 impl<S> ClientIo<S> {
+    /// `n` bytes went to the client.
+    fn wrote(&mut self, n: usize) {
+        if n > 0 {
+            self.conn.sent.fetch_add(n as u64, Ordering::Relaxed);
+            self.touch();
+        }
+    }
+
     pub fn new(
         inner: S,
         conn: Arc<ConnState>,
@@ -438,7 +449,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
                     this.ready = this.pending.split().freeze();
                     this.state = ReadState::Eof;
                 }
-                Poll::Ready(Ok(_)) => this.touch(),
+                Poll::Ready(Ok(n)) => {
+                    this.conn.received.fetch_add(n as u64, Ordering::Relaxed);
+                    this.touch()
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
                     if !matches!(this.state, ReadState::Head) {
@@ -476,8 +490,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.touch();
+        if let Poll::Ready(Ok(n)) = r {
+            this.wrote(n);
         }
         r
     }
@@ -489,8 +503,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.touch();
+        if let Poll::Ready(Ok(n)) = r {
+            this.wrote(n);
         }
         r
     }

@@ -129,6 +129,17 @@ pub enum TargetError {
     Deregistered,
 }
 
+impl TargetError {
+    /// Whether no connection to the target could be made (CloudWatch's
+    /// `TargetConnectionErrorCount`).
+    pub fn is_connection_error(&self) -> bool {
+        matches!(
+            self,
+            TargetError::Refused(_) | TargetError::Connect(_) | TargetError::ConnectTimeout
+        )
+    }
+}
+
 /// What a close before the answer on a reused connection most likely means.
 fn race_hint(reused: &bool) -> &'static str {
     if *reused {

@@ -31,6 +31,7 @@ pub mod serve;
 pub mod upgrade;
 pub mod upstream;
 
+use crate::observe::Metrics;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,6 +63,8 @@ pub struct Runtime {
     pub upstream: Arc<Upstream>,
     /// The open tunnels.
     pub tunnels: Arc<Tunnels>,
+    /// What CloudWatch would count for the load balancer (`observe`).
+    pub metrics: Arc<Metrics>,
     pub shutdown: Shutdown,
 }
 
@@ -90,6 +93,7 @@ impl Runtime {
             targets,
             upstream,
             tunnels,
+            metrics: Arc::default(),
             shutdown,
         }
     }

@@ -18,6 +18,7 @@ use super::headers::{self, is_upgrade, xff_entries, CloseTarget, Forwarded, MAX_
 use super::upgrade::{self, PendingTunnel};
 use super::{actions, head, ListenerContext, ProxyBody};
 use crate::config::model::Action;
+use crate::observe::metrics::{self, Metrics};
 
 /// Handle one request of an HTTP/2 connection.
 pub(super) async fn http2(
@@ -25,9 +26,11 @@ pub(super) async fn http2(
     ctx: Arc<ListenerContext>,
     client: SocketAddr,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let waiting = ClientWaiting::new(client);
+    let metrics = &ctx.runtime.metrics;
+    let waiting = ClientWaiting::new(client, metrics);
     let (resp, _) = respond(req, &ctx, client, &mut ResponseTimer::default(), false).await;
     waiting.answered();
+    count_elb(metrics, &resp);
     Ok(resp)
 }
 
@@ -47,6 +50,7 @@ pub(super) async fn http1(
             let mut resp = elb(&ProxyError::Request(e));
             resp.headers_mut()
                 .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            count_elb(&ctx.runtime.metrics, &resp);
             return Ok(resp);
         }
         head::HeadAction::Serve { close_after } => close_after,
@@ -59,11 +63,13 @@ pub(super) async fn http1(
         // Desync `Ambiguous` in defensive mode: the target connection is not reused.
         req.extensions_mut().insert(CloseTarget);
     }
-    let waiting = ClientWaiting::new(client);
+    let metrics = &ctx.runtime.metrics;
+    let waiting = ClientWaiting::new(client, metrics);
     let mut timer = conn.take_response_timer();
     let (mut resp, tunnel) = respond(req, &ctx, client, &mut timer, true).await;
     conn.keep_response_timer(timer);
     waiting.answered();
+    count_elb(metrics, &resp);
     if let Some(tunnel) = tunnel {
         conn.leave_tunnel(tunnel);
     }
@@ -76,15 +82,17 @@ pub(super) async fn http1(
 
 /// Notices a client that goes away before its response: ALB records such a request
 /// as 460 in the access log and sends nothing.
-struct ClientWaiting {
+struct ClientWaiting<'a> {
     client: SocketAddr,
+    metrics: &'a Metrics,
     answered: bool,
 }
 
-impl ClientWaiting {
-    fn new(client: SocketAddr) -> ClientWaiting {
+impl<'a> ClientWaiting<'a> {
+    fn new(client: SocketAddr, metrics: &'a Metrics) -> ClientWaiting<'a> {
         ClientWaiting {
             client,
+            metrics,
             answered: false,
         }
     }
@@ -94,9 +102,10 @@ impl ClientWaiting {
     }
 }
 
-impl Drop for ClientWaiting {
+impl Drop for ClientWaiting<'_> {
     fn drop(&mut self) {
         if !self.answered {
+            self.metrics.elb_status(460);
             tracing::info!(
                 client = %self.client,
                 elb_status_code = 460,
@@ -136,7 +145,8 @@ async fn respond(
     let req = Request::from_parts(parts, body);
     let forward = match matched.action {
         Action::FixedResponse(fixed) => {
-            return (actions::fixed_response(fixed).map(Either::Right), None)
+            metrics::inc(&ctx.runtime.metrics.fixed_responses);
+            return (actions::fixed_response(fixed).map(Either::Right), None);
         }
         Action::Redirect(redirect) => {
             let host = request_host(&req);
@@ -148,6 +158,7 @@ async fn respond(
                 query: req.uri().query().unwrap_or(""),
             };
             let resp = actions::redirect_response(redirect, &input).map(Either::Right);
+            metrics::inc(&ctx.runtime.metrics.redirects);
             return (resp, None);
         }
         Action::Forward(forward) => forward,
@@ -156,6 +167,11 @@ async fn respond(
         return (elb(&ProxyError::NoTarget), None);
     };
     let target = selection.in_flight.addr();
+    // CloudWatch's RequestCount: a target was chosen.
+    metrics::inc(&ctx.runtime.metrics.requests);
+    let stats = selection.in_flight.target().stats.clone();
+    metrics::inc(&stats.requests);
+    let sent = std::time::Instant::now();
     let fwd = Forwarded {
         client,
         protocol: ctx.protocol,
@@ -176,10 +192,15 @@ async fn respond(
     };
     match result {
         Ok((mut resp, tunnel)) => {
+            stats.response_time.observe(sent.elapsed());
+            stats.target_status(resp.status().as_u16());
             selection.cookies.apply(resp.headers_mut());
             (resp, tunnel)
         }
         Err(e) => {
+            if e.is_connection_error() {
+                metrics::inc(&stats.connection_errors);
+            }
             let e = ProxyError::Target(e);
             tracing::warn!(%client, %target, status = e.status(), "{}", Chain(&e));
             (elb(&e), None)
@@ -197,6 +218,14 @@ fn request_host<B>(req: &Request<B>) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string()
+}
+
+/// Count a response the load balancer made itself (its own pages, fixed responses,
+/// redirects), CloudWatch's `HTTPCode_ELB_*_Count`; a target's answer has a target body.
+fn count_elb(metrics: &Metrics, resp: &Response<ProxyBody>) {
+    if matches!(resp.body(), Either::Right(_)) {
+        metrics.elb_status(resp.status().as_u16());
+    }
 }
 
 /// The load balancer's own answer for `e`.

@@ -6,6 +6,7 @@
 //! connection's own IO type back (`ClientIo<S>` over the listener's stream `S`), so the
 //! tunnel receives the raw stream by type: no downcast, nothing to fall back on.
 
+use crate::observe::metrics::{self, Metrics};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -106,10 +107,52 @@ impl ClientStream for TlsStream<TcpStream> {
 /// TLS stream or an HTTP/2 server.
 pub fn serve<S: ClientStream>(stream: S, peer: SocketAddr, ctx: Arc<ListenerContext>) {
     let tracker = ctx.runtime.shutdown.tracker.clone();
+    let active = Active::new(&ctx.runtime.metrics);
     if stream.is_h2() {
-        tracker.spawn(serve_http2(stream, peer, ctx).in_current_span());
+        tracker.spawn(
+            async move {
+                let _active = active;
+                serve_http2(stream, peer, ctx).await
+            }
+            .in_current_span(),
+        );
     } else {
-        tracker.spawn(serve_http1(stream, peer, ctx).in_current_span());
+        tracker.spawn(
+            async move {
+                let _active = active;
+                serve_http1(stream, peer, ctx).await
+            }
+            .in_current_span(),
+        );
+    }
+}
+
+/// Adds a connection's HTTP bytes to CloudWatch's `ProcessedBytes` when its HTTP ends
+/// (a tunnel's bytes are added when the tunnel ends).
+struct Processed<'a>(&'a ConnState, &'a Metrics);
+
+impl Drop for Processed<'_> {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = self.0.received.load(Relaxed) + self.0.sent.load(Relaxed);
+        self.1.processed_bytes.fetch_add(n, Relaxed);
+    }
+}
+
+/// Counts a client connection as active while HTTP is served on it (a tunnel it becomes
+/// is counted from the tunnel registry instead).
+struct Active(Arc<Metrics>);
+
+impl Active {
+    fn new(metrics: &Arc<Metrics>) -> Active {
+        metrics::inc(&metrics.active_client_connections);
+        Active(metrics.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        metrics::dec(&self.0.active_client_connections);
     }
 }
 
@@ -128,6 +171,7 @@ async fn serve_http1<S: ClientStream>(io: S, peer: SocketAddr, ctx: Arc<Listener
         )
     };
     let conn_state = Arc::new(ConnState::default());
+    let _processed = Processed(&conn_state, &ctx.runtime.metrics);
     let io = ClientIo::new(io, conn_state.clone(), desync, idle);
     let svc_ctx = ctx.clone();
     let svc_state = conn_state.clone();

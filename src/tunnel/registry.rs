@@ -215,6 +215,8 @@ pub struct Tunnels {
     recent: Mutex<VecDeque<Arc<TunnelRecord>>>,
     /// Ended tunnels by cause (index: [`CloseCause::index`]).
     ended: [AtomicU64; CloseCause::ALL.len()],
+    /// Bytes ended tunnels carried, both ways.
+    bytes: AtomicU64,
 }
 
 /// How many ended tunnels' records are kept for the dashboard.
@@ -317,9 +319,18 @@ impl Tunnels {
         CloseCause::ALL.map(|c| (c, self.ended[c.index()].load(Ordering::Relaxed)))
     }
 
+    /// Bytes the tunnels that ended carried, both ways.
+    pub fn ended_bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
     /// Keep `record` of a tunnel that ended, and count it.
     fn note_end(&self, record: TunnelRecord) {
         self.ended[record.cause.index()].fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(
+            record.bytes_from_client + record.bytes_to_client,
+            Ordering::Relaxed,
+        );
         let mut recent = lock(&self.recent);
         if recent.len() == RECENT {
             recent.pop_front();

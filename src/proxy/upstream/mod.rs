@@ -64,6 +64,8 @@ pub struct Upstream {
     /// The load balancer's timeouts, in nanoseconds; a config change sets them.
     connect_timeout: AtomicU64,
     idle_timeout: AtomicU64,
+    /// Connections made to targets since the start.
+    connects: AtomicU64,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -79,6 +81,7 @@ impl Upstream {
     /// hyper's connection tasks on `tracker`.
     pub fn new(tracker: TaskTracker, connect_timeout: Duration, idle_timeout: Duration) -> Self {
         Upstream {
+            connects: AtomicU64::new(0),
             pools: ArcSwap::from_pointee(FxHashMap::default()),
             write: Mutex::new(()),
             tracker,
@@ -166,7 +169,19 @@ impl Upstream {
                 Ok(Ok(s)) => s,
             };
         let _ = stream.set_nodelay(true);
+        self.connects.fetch_add(1, Ordering::Relaxed);
         Ok(stream)
+    }
+
+    /// Connections made to targets since the start (CloudWatch's `NewConnectionCount`
+    /// counts them beside client connections).
+    pub fn connects(&self) -> u64 {
+        self.connects.load(Ordering::Relaxed)
+    }
+
+    /// Keep-alive connections to targets idle in the pools now.
+    pub fn idle_count(&self) -> usize {
+        self.pools.load().values().map(|p| p.len()).sum()
     }
 
     /// Run a hyper HTTP/1.1 client connection over `stream` in a task of its own.
