@@ -1,0 +1,215 @@
+//! A log file written off the request path: records go into a bounded queue, and a
+//! thread of the file's own formats and writes them. A worker never waits for the disk:
+//! when the queue is full the record is dropped and counted. [`LogFile::reopen`]
+//! (on `SIGUSR1`) makes the thread close the file and open the path again, so a log
+//! rotated by renaming continues in a new file.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+
+/// A record that knows how to write itself as one line (without the newline).
+pub trait Line: Send + 'static {
+    fn write_line(&self, out: &mut String);
+}
+
+enum Message<R> {
+    Record(R),
+    /// Wake the writer (for a reopen), or a flush whose end is told through the sender.
+    Flush(Option<SyncSender<()>>),
+}
+
+/// The sending side of one log file; cheap to share behind an `Arc`.
+pub struct LogFile<R: Line> {
+    path: PathBuf,
+    queue: SyncSender<Message<R>>,
+    dropped: AtomicU64,
+    reopen: Arc<AtomicBool>,
+}
+
+impl<R: Line> std::fmt::Debug for LogFile<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogFile")
+            .field("path", &self.path)
+            .field("dropped", &self.dropped())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Line> LogFile<R> {
+    /// Open `path` for appending (its folder is made when missing) and start the writer
+    /// with a queue of `capacity` records.
+    pub fn open(path: &Path, capacity: usize) -> io::Result<LogFile<R>> {
+        LogFile::open_gated(path, capacity, None)
+    }
+
+    /// [`LogFile::open`] whose writer waits for `gate` before its first record (tests).
+    fn open_gated(path: &Path, capacity: usize, gate: Option<Receiver<()>>) -> io::Result<LogFile<R>> {
+        let file = open_append(path)?;
+        let (queue, records) = mpsc::sync_channel(capacity);
+        let reopen = Arc::new(AtomicBool::new(false));
+        let writer = Writer {
+            path: path.to_path_buf(),
+            out: BufWriter::new(file),
+            reopen: reopen.clone(),
+            line: String::with_capacity(512),
+        };
+        std::thread::Builder::new()
+            .name("albatross-log".into())
+            .spawn(move || {
+                if let Some(gate) = gate {
+                    let _ = gate.recv();
+                }
+                writer.run(records)
+            })?;
+        Ok(LogFile {
+            path: path.to_path_buf(),
+            queue,
+            dropped: AtomicU64::new(0),
+            reopen,
+        })
+    }
+
+    /// Queue `record`; false (and counted) when the queue is full.
+    pub fn write(&self, record: R) -> bool {
+        match self.queue.try_send(Message::Record(record)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Records dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Close the file and open the path again before the next record.
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Release);
+        let _ = self.queue.try_send(Message::Flush(None));
+    }
+
+    /// Wait until every record queued so far is written (blocking: not for workers).
+    pub fn flush(&self) {
+        let (done, wait) = mpsc::sync_channel(1);
+        if self.queue.send(Message::Flush(Some(done))).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+struct Writer {
+    path: PathBuf,
+    out: BufWriter<File>,
+    reopen: Arc<AtomicBool>,
+    line: String,
+}
+
+impl Writer {
+    fn run<R: Line>(mut self, records: Receiver<Message<R>>) {
+        while let Ok(first) = records.recv() {
+            self.handle(first);
+            // Write what else is queued, then flush once.
+            while let Ok(next) = records.try_recv() {
+                self.handle(next);
+            }
+            if let Err(e) = self.out.flush() {
+                tracing::warn!("Writing the log {} failed: {e}.", self.path.display());
+            }
+        }
+        let _ = self.out.flush();
+    }
+
+    fn handle<R: Line>(&mut self, message: Message<R>) {
+        if self.reopen.swap(false, Ordering::AcqRel) {
+            let _ = self.out.flush();
+            match open_append(&self.path) {
+                Ok(file) => self.out = BufWriter::new(file),
+                Err(e) => tracing::warn!(
+                    "Reopening the log {} failed: {e}; writing on to the old file.",
+                    self.path.display()
+                ),
+            }
+        }
+        match message {
+            Message::Record(r) => {
+                self.line.clear();
+                r.write_line(&mut self.line);
+                self.line.push('\n');
+                if let Err(e) = self.out.write_all(self.line.as_bytes()) {
+                    tracing::warn!("Writing the log {} failed: {e}.", self.path.display());
+                }
+            }
+            Message::Flush(done) => {
+                let _ = self.out.flush();
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Text(&'static str);
+
+    impl Line for Text {
+        fn write_line(&self, out: &mut String) {
+            out.push_str(self.0);
+        }
+    }
+
+    #[test]
+    fn lines_are_written_and_a_reopen_follows_a_rename() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs/access.log");
+        let log = LogFile::open(&path, 16).unwrap();
+        assert!(log.write(Text("one")));
+        log.flush();
+        std::fs::rename(&path, dir.path().join("logs/access.log.1")).unwrap();
+        assert!(log.write(Text("two")));
+        log.flush();
+        log.reopen();
+        assert!(log.write(Text("three")));
+        log.flush();
+        let old = std::fs::read_to_string(dir.path().join("logs/access.log.1")).unwrap();
+        assert_eq!(old, "one\ntwo\n", "written to the renamed file until the reopen");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "three\n");
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let (open_gate, gate) = mpsc::channel();
+        let log = LogFile::open_gated(&path, 2, Some(gate)).unwrap();
+        assert!(log.write(Text("a")));
+        assert!(log.write(Text("b")));
+        assert!(!log.write(Text("c")), "the queue holds two");
+        assert!(!log.write(Text("d")));
+        assert_eq!(log.dropped(), 2);
+        open_gate.send(()).unwrap();
+        log.flush();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\nb\n");
+    }
+}
