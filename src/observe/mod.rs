@@ -3,6 +3,7 @@
 //! allocates nothing to count. `/metrics` on the admin listener reads them. Log files
 //! are written by a thread of their own from a bounded queue (`log_file`).
 
+pub mod access_log;
 pub mod log_file;
 pub mod metrics;
 

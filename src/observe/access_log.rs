@@ -1,0 +1,319 @@
+//! One ALB access-log entry and its line: ALB's fields 1–30 in ALB's order with ALB's
+//! quoting and missing-value conventions, then fields 31–33 (request transforms, which
+//! albatross does not run) as `"-"`.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::log_file::Line;
+
+/// Field 1, `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Http,
+    Https,
+    H2,
+    Ws,
+    Wss,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Http => "http",
+            Kind::Https => "https",
+            Kind::H2 => "h2",
+            Kind::Ws => "ws",
+            Kind::Wss => "wss",
+        }
+    }
+}
+
+/// Everything one line says. `None` is ALB's missing value for the field (`-`, `"-"`
+/// or `-1` as ALB writes it).
+#[derive(Debug, Clone)]
+pub struct AccessRecord {
+    pub kind: Kind,
+    /// When the response was sent (a tunnel: when it closed).
+    pub time: SystemTime,
+    /// `app/{name}/{id}`.
+    pub elb: Arc<str>,
+    pub client: SocketAddr,
+    pub target: Option<SocketAddr>,
+    pub request_processing_time: Option<Duration>,
+    pub target_processing_time: Option<Duration>,
+    pub response_processing_time: Option<Duration>,
+    pub elb_status_code: Option<u16>,
+    pub target_status_code: Option<u16>,
+    pub received_bytes: u64,
+    pub sent_bytes: u64,
+    /// `METHOD scheme://host:port/uri HTTP/x.y`; `None` when the request could not be
+    /// parsed (`"- - - "`).
+    pub request: Option<String>,
+    pub user_agent: Option<String>,
+    pub ssl_cipher: Option<&'static str>,
+    pub ssl_protocol: Option<&'static str>,
+    pub target_group_arn: Option<Arc<str>>,
+    pub trace_id: Option<String>,
+    /// The SNI host name.
+    pub domain_name: Option<Arc<str>>,
+    pub chosen_cert_arn: Option<Arc<str>>,
+    /// 0 for the default rule.
+    pub matched_rule_priority: Option<u32>,
+    pub request_creation_time: SystemTime,
+    /// `forward`, `redirect`, `fixed-response`.
+    pub actions_executed: Option<&'static str>,
+    pub redirect_url: Option<String>,
+    pub error_reason: Option<&'static str>,
+    pub classification: Option<&'static str>,
+    pub classification_reason: Option<&'static str>,
+    pub conn_trace_id: Arc<str>,
+}
+
+impl Line for AccessRecord {
+    fn write_line(&self, out: &mut String) {
+        let r = self;
+        out.push_str(r.kind.as_str());
+        out.push(' ');
+        time(out, r.time);
+        let _ = write!(out, " {} {} ", r.elb, r.client);
+        match r.target {
+            Some(t) => {
+                let _ = write!(out, "{t}");
+            }
+            None => out.push('-'),
+        }
+        for d in [
+            r.request_processing_time,
+            r.target_processing_time,
+            r.response_processing_time,
+        ] {
+            match d {
+                Some(d) => {
+                    let _ = write!(out, " {:.3}", d.as_secs_f64());
+                }
+                None => out.push_str(" -1"),
+            }
+        }
+        for code in [r.elb_status_code, r.target_status_code] {
+            match code {
+                Some(c) => {
+                    let _ = write!(out, " {c}");
+                }
+                None => out.push_str(" -"),
+            }
+        }
+        let _ = write!(out, " {} {} ", r.received_bytes, r.sent_bytes);
+        match &r.request {
+            Some(line) => quoted(out, line),
+            None => out.push_str("\"- - - \""),
+        }
+        out.push(' ');
+        quoted_or_dash(out, r.user_agent.as_deref());
+        let _ = write!(
+            out,
+            " {} {} {} ",
+            r.ssl_cipher.unwrap_or("-"),
+            r.ssl_protocol.unwrap_or("-"),
+            r.target_group_arn.as_deref().unwrap_or("-"),
+        );
+        quoted_or_dash(out, r.trace_id.as_deref());
+        out.push(' ');
+        quoted_or_dash(out, r.domain_name.as_deref());
+        out.push(' ');
+        quoted_or_dash(out, r.chosen_cert_arn.as_deref());
+        match r.matched_rule_priority {
+            Some(p) => {
+                let _ = write!(out, " {p} ");
+            }
+            None => out.push_str(" - "),
+        }
+        time(out, r.request_creation_time);
+        out.push(' ');
+        quoted_or_dash(out, r.actions_executed);
+        out.push(' ');
+        quoted_or_dash(out, r.redirect_url.as_deref());
+        out.push(' ');
+        quoted_or_dash(out, r.error_reason);
+        out.push(' ');
+        // target:port_list and target_status_code_list: one entry each (as ALB today).
+        match r.target {
+            Some(t) => {
+                let _ = write!(out, "\"{t}\"");
+            }
+            None => out.push_str("\"-\""),
+        }
+        match r.target_status_code {
+            Some(c) => {
+                let _ = write!(out, " \"{c}\" ");
+            }
+            None => out.push_str(" \"-\" "),
+        }
+        quoted_or_dash(out, r.classification);
+        out.push(' ');
+        quoted_or_dash(out, r.classification_reason);
+        let _ = write!(out, " {} \"-\" \"-\" \"-\"", r.conn_trace_id);
+    }
+}
+
+/// ISO-8601 in UTC with microseconds, as ALB writes times.
+fn time(out: &mut String, t: SystemTime) {
+    let _ = write!(out, "{}", humantime::format_rfc3339_micros(t));
+}
+
+fn quoted_or_dash(out: &mut String, value: Option<&str>) {
+    match value {
+        Some(v) if !v.is_empty() => quoted(out, v),
+        _ => out.push_str("\"-\""),
+    }
+}
+
+/// `"value"`, with `"` and `\` escaped by a backslash and control bytes as `\xNN`, so a
+/// line stays one line and its fields stay apart.
+fn quoted(out: &mut String, value: &str) {
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    fn at(us: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_micros(us)
+    }
+
+    #[test]
+    fn an_http_line_has_albs_fields_in_albs_order() {
+        let record = AccessRecord {
+            kind: Kind::Http,
+            time: at(1_530_570_180_186_641),
+            elb: Arc::from("app/my-lb/50dc6c495c0c9188"),
+            client: "192.168.131.39:2817".parse().unwrap(),
+            target: Some("10.0.0.1:80".parse().unwrap()),
+            request_processing_time: Some(Duration::ZERO),
+            target_processing_time: Some(Duration::from_millis(1)),
+            response_processing_time: Some(Duration::ZERO),
+            elb_status_code: Some(200),
+            target_status_code: Some(200),
+            received_bytes: 34,
+            sent_bytes: 366,
+            request: Some("GET http://www.example.com:80/ HTTP/1.1".into()),
+            user_agent: Some("curl/7.46.0".into()),
+            ssl_cipher: None,
+            ssl_protocol: None,
+            target_group_arn: Some(Arc::from("arn:aws:elasticloadbalancing:us-east-2:123456789012:targetgroup/my-targets/73e2d6bc24d8a067")),
+            trace_id: Some("Root=1-58337262-36d228ad5d99923122bbe354".into()),
+            domain_name: None,
+            chosen_cert_arn: None,
+            matched_rule_priority: Some(0),
+            request_creation_time: at(1_530_570_168_364_000),
+            actions_executed: Some("forward"),
+            redirect_url: None,
+            error_reason: None,
+            classification: None,
+            classification_reason: None,
+            conn_trace_id: Arc::from("TID_1234"),
+        };
+        let mut line = String::new();
+        record.write_line(&mut line);
+        assert_eq!(
+            line,
+            "http 2018-07-02T22:23:00.186641Z app/my-lb/50dc6c495c0c9188 192.168.131.39:2817 10.0.0.1:80 0.000 0.001 0.000 200 200 34 366 \
+             \"GET http://www.example.com:80/ HTTP/1.1\" \"curl/7.46.0\" - - arn:aws:elasticloadbalancing:us-east-2:123456789012:targetgroup/my-targets/73e2d6bc24d8a067 \
+             \"Root=1-58337262-36d228ad5d99923122bbe354\" \"-\" \"-\" 0 2018-07-02T22:22:48.364000Z \"forward\" \"-\" \"-\" \"10.0.0.1:80\" \"200\" \"-\" \"-\" TID_1234 \"-\" \"-\" \"-\""
+        );
+        // 33 fields once the quoted ones are taken whole.
+        let fields = split_fields(&line);
+        assert_eq!(fields.len(), 33, "{fields:?}");
+    }
+
+    #[test]
+    fn missing_values_and_quotes_inside_fields() {
+        let record = AccessRecord {
+            kind: Kind::Https,
+            time: at(0),
+            elb: Arc::from("app/a/b"),
+            client: "[::1]:5000".parse().unwrap(),
+            target: None,
+            request_processing_time: None,
+            target_processing_time: None,
+            response_processing_time: None,
+            elb_status_code: Some(400),
+            target_status_code: None,
+            received_bytes: 10,
+            sent_bytes: 0,
+            request: None,
+            user_agent: Some("say \"hi\"\n".into()),
+            ssl_cipher: Some("ECDHE-RSA-AES128-GCM-SHA256"),
+            ssl_protocol: Some("TLSv1.2"),
+            target_group_arn: None,
+            trace_id: None,
+            domain_name: Some(Arc::from("example.com")),
+            chosen_cert_arn: None,
+            matched_rule_priority: None,
+            request_creation_time: at(0),
+            actions_executed: None,
+            redirect_url: None,
+            error_reason: None,
+            classification: Some("Severe"),
+            classification_reason: Some("BadHeader"),
+            conn_trace_id: Arc::from("TID_x"),
+        };
+        let mut line = String::new();
+        record.write_line(&mut line);
+        assert!(line.starts_with("https 1970-01-01T00:00:00.000000Z app/a/b [::1]:5000 - -1 -1 -1 400 - 10 0 \"- - - \" \"say \\\"hi\\\"\\x0a\" ECDHE-RSA-AES128-GCM-SHA256 TLSv1.2 - \"-\" \"example.com\" \"-\" - "), "{line}");
+        assert!(line.ends_with(" \"-\" \"-\" \"Severe\" \"BadHeader\" TID_x \"-\" \"-\" \"-\""), "{line}");
+        assert_eq!(split_fields(&line).len(), 33);
+    }
+
+    /// Split a line as Athena's regex does: quoted fields whole, others by spaces.
+    fn split_fields(line: &str) -> Vec<String> {
+        let mut fields = Vec::new();
+        let mut chars = line.chars().peekable();
+        while let Some(&c) = chars.peek() {
+            if c == ' ' {
+                chars.next();
+                continue;
+            }
+            let mut field = String::new();
+            if c == '"' {
+                chars.next();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            if let Some(n) = chars.next() {
+                                field.push(n);
+                            }
+                        }
+                        '"' => break,
+                        c => field.push(c),
+                    }
+                }
+            } else {
+                while let Some(&c) = chars.peek() {
+                    if c == ' ' {
+                        break;
+                    }
+                    field.push(c);
+                    chars.next();
+                }
+            }
+            fields.push(field);
+        }
+        fields
+    }
+}
