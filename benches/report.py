@@ -14,8 +14,22 @@ import json
 import statistics
 import sys
 
-TARGETS = ["direct", "nginx", "haproxy", "caddy", "base", "albatross"]
+TARGETS = ["direct", "nginx", "haproxy", "caddy", "base", "albatross",
+           "nginx_logs", "haproxy_logs", "albatross_logs"]
 PEERS = ["nginx", "haproxy", "caddy"]
+LOG_PEERS = ["nginx_logs", "haproxy_logs"]
+
+
+def logs_ratios(meds, direction):
+    """With logs on: albatross_logs ÷ albatross (the cost of logging), and
+    albatross_logs ÷ the best peer with its log on."""
+    on, off = meds.get("albatross_logs"), meds.get("albatross")
+    cost = f"{on / off:.2f}×" if on is not None and off else "n/a"
+    peers = [meds[p] for p in LOG_PEERS if meds.get(p) is not None]
+    if on is None or not peers:
+        return cost + " | n/a"
+    best = max(peers) if direction == "up" else min(peers)
+    return cost + " | " + (f"{on / best:.2f}×" if best else "n/a")
 
 # (cell, key, label, direction, format)
 ROWS = [
@@ -97,8 +111,11 @@ def main(paths):
     head = "| scenario: metric | " + " | ".join(present)
     if "albatross" in present:
         head += " | " + ratio_label(present)
+    logs = "albatross_logs" in present
+    if logs:
+        head += " | logs on ÷ off | albatross_logs ÷ best peer with logs"
     out.append(head + " |")
-    out.append("|---|" + "---:|" * (len(present) + ("albatross" in present)))
+    out.append("|---|" + "---:|" * (len(present) + ("albatross" in present) + 2 * logs))
     for cell, key, label, direction, fmt in ROWS:
         meds = {t: med(values(data, t, cell, key)) for t in present}
         if all(v is None for v in meds.values()):
@@ -118,6 +135,8 @@ def main(paths):
         row = f"| {label} {arrow} | " + " | ".join(cells)
         if "albatross" in present:
             row += " | " + best_ratio(meds, direction)
+        if logs:
+            row += " | " + logs_ratios(meds, direction)
         out.append(row + " |")
 
     out.append("")
@@ -127,8 +146,10 @@ def main(paths):
     head = "| scenario | " + " | ".join(cpu_targets)
     if "albatross" in cpu_targets:
         head += " | " + ratio_label(cpu_targets)
+    if logs:
+        head += " | logs on ÷ off | albatross_logs ÷ best peer with logs"
     out.append(head + " |")
-    out.append("|---|" + "---:|" * (len(cpu_targets) + ("albatross" in cpu_targets)))
+    out.append("|---|" + "---:|" * (len(cpu_targets) + ("albatross" in cpu_targets) + 2 * logs))
     for cell, key, label, fmt in CPU_ROWS:
         meds = {t: med(values(data, t, cell, key)) for t in cpu_targets}
         if all(v is None for v in meds.values()):
@@ -137,6 +158,8 @@ def main(paths):
         row = f"| {label} | " + " | ".join(cells)
         if "albatross" in cpu_targets:
             row += " | " + best_ratio(meds, "down")
+        if logs:
+            row += " | " + logs_ratios(meds, "down")
         out.append(row + " |")
 
     out.append("")

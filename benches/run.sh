@@ -8,6 +8,13 @@
 #                  [--duration 10] [--warmup 1] [--idle-conns 9900] [--hold 10]
 #                  [--out DIR] [--no-build] [--quiet-pct 15] [--quiet-wait 120]
 #
+# Targets with logs on (`albatross_logs`, `nginx_logs`, `haproxy_logs`) run the same
+# proxy with its access log written to a file: albatross with [access_log],
+# [connection_log] and the admin listener (metrics are always counted), nginx with
+# `access_log` on (combined format), HAProxy with `option httplog` to a file. Compare
+# `albatross` with `albatross_logs` for the cost of logging, and the *_logs targets
+# with each other as users run them.
+#
 # ALBATROSS_BIN=PATH runs that binary instead of the tree's release build.
 # ALBATROSS_BASE_BIN=PATH adds target `base`: that binary run the same way (a
 # before/after comparison in one run; the cells of both alternate).
@@ -85,6 +92,14 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
     -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1,DNS:localhost \
     -keyout "$WORK/certs/key.pem" -out "$WORK/certs/cert.pem" 2>/dev/null
 cat "$WORK/certs/cert.pem" "$WORK/certs/key.pem" > "$WORK/certs/combined.pem"
+# The logs-on variants.
+{
+    cat "$WORK/albatross.toml"
+    printf '\n[access_log]\npath = "logs/access.log"\n\n[connection_log]\npath = "logs/connection.log"\n\n[admin]\nlisten = "127.0.0.1:19399"\n'
+} > "$WORK/albatross-logs.toml"
+sed "s|access_log off;|access_log $WORK/nginx/access.log;|" "$WORK/nginx.conf" > "$WORK/nginx-logs.conf"
+sed -e "s|^global|global\n    log stdout format raw local0 info|" \
+    -e "s|^defaults|defaults\n    log global\n    option httplog|" "$WORK/haproxy.cfg" > "$WORK/haproxy-logs.cfg"
 "$ALBATROSS" check --config "$WORK/albatross.toml" > "$WORK/albatross-check.txt" ||
     { cat "$WORK/albatross-check.txt" >&2; exit 1; }
 ulimit -n "$(ulimit -Hn)"   # 20000 here: N idle tunnels need N client + N echo sockets
@@ -119,6 +134,10 @@ start_proxy() {   # start_proxy TARGET: sets PROXY_PID, PROXY_PIDS, PORT_WS, POR
         direct) PORT_WS=19000; PORT_WSS=19001; return 0 ;;
         nginx) PORT_WS=19101; PORT_WSS=19102
             taskset -c 1 nginx -p "$WORK/nginx/" -c "$WORK/nginx.conf" -e stderr 2>>"$logf" & ;;
+        nginx_logs) PORT_WS=19101; PORT_WSS=19102
+            taskset -c 1 nginx -p "$WORK/nginx/" -c "$WORK/nginx-logs.conf" -e stderr 2>>"$logf" & ;;
+        haproxy_logs) PORT_WS=19201; PORT_WSS=19202
+            (cd "$WORK" && exec taskset -c 1 haproxy -db -f haproxy-logs.cfg) 2>>"$logf" >>"$WORK/haproxy-access.log" & ;;
         haproxy) PORT_WS=19201; PORT_WSS=19202
             (cd "$WORK" && exec taskset -c 1 haproxy -db -f haproxy.cfg) 2>>"$logf" >&2 & ;;
         caddy) PORT_WS=19401; PORT_WSS=19402
@@ -129,6 +148,10 @@ start_proxy() {   # start_proxy TARGET: sets PROXY_PID, PROXY_PIDS, PORT_WS, POR
             # shellcheck disable=SC2086
             (cd "$WORK" && RUST_LOG=warn \
                 exec taskset -c 1 "$ALBATROSS" $ALBATROSS_ARGS --config albatross.toml) 2>>"$logf" >&2 & ;;
+        albatross_logs) PORT_WS=19301; PORT_WSS=19302
+            # shellcheck disable=SC2086
+            (cd "$WORK" && RUST_LOG=warn \
+                exec taskset -c 1 "$ALBATROSS" $ALBATROSS_ARGS --config albatross-logs.toml) 2>>"$logf" >&2 & ;;
         base) PORT_WS=19301; PORT_WSS=19302
             # shellcheck disable=SC2086
             (cd "$WORK" && RUST_LOG=warn \
@@ -210,7 +233,8 @@ IFS=, read -r -a SCENARIO_LIST <<< "$SCENARIOS"
 AVAILABLE=()
 for t in "${TARGET_LIST[@]}"; do
     case "$t" in
-        direct|albatross) AVAILABLE+=("$t") ;;
+        direct|albatross|albatross_logs) AVAILABLE+=("$t") ;;
+        nginx_logs|haproxy_logs) if command -v "${t%_logs}" >/dev/null; then AVAILABLE+=("$t"); else log "${t%_logs} is not installed: skipped"; fi ;;
         base) if [ -x "$ALBATROSS_BASE" ]; then AVAILABLE+=("$t"); else log "base needs ALBATROSS_BASE_BIN: skipped"; fi ;;
         *) if command -v "$t" >/dev/null; then AVAILABLE+=("$t"); else log "$t is not installed: skipped"; fi ;;
     esac

@@ -34,6 +34,7 @@
 //! read the bound addresses from the returned [`ProxyHandle`].
 
 pub mod admin;
+pub mod arn;
 pub mod backend;
 pub mod certs;
 pub mod config;
@@ -310,6 +311,24 @@ impl ProxyHandle {
         attributes: &[(&str, &str)],
     ) -> Result<(), admin::ApiError> {
         admin::modify_target_group_attributes(&self.control, group, &owned(attributes)).await
+    }
+
+    /// Close the access and connection logs and open their paths again (what `SIGUSR1`
+    /// does, after logrotate renamed them).
+    pub fn reopen_logs(&self) {
+        self.control.runtime().reopen_logs();
+    }
+
+    /// Wait until every access- and connection-log line queued so far is written
+    /// (blocking; for tests and tools, not for a runtime worker's hot path).
+    pub fn flush_logs(&self) {
+        let logs = self.control.model().logs.clone();
+        if let Some(l) = &logs.access {
+            l.flush();
+        }
+        if let Some(l) = &logs.connection {
+            l.flush();
+        }
     }
 
     /// The open tunnels, in no particular order.

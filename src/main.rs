@@ -189,9 +189,11 @@ async fn run(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // SIGHUP reloads the config (the outcome is logged); SIGINT/SIGTERM stop.
+    // SIGHUP reloads the config (the outcome is logged); SIGUSR1 reopens the log files
+    // (for logrotate); SIGINT/SIGTERM stop.
     tokio::select! {
         _ = reload_on_hangup(&handle) => {}
+        _ = reopen_logs_on_usr1(&handle) => {}
         _ = wait_for_signal() => {}
     }
     tracing::info!("Shutting down: no new connections; finishing requests and tunnels (signal again to stop at once).");
@@ -212,6 +214,21 @@ async fn reload_on_hangup(handle: &ProxyHandle) {
                 tracing::info!("SIGHUP: reloading the configuration.");
                 // The outcome is logged by the reload itself.
                 let _ = handle.reload().await;
+            }
+        }
+    }
+    std::future::pending::<()>().await
+}
+
+/// Reopen the access and connection logs at every SIGUSR1.
+async fn reopen_logs_on_usr1(handle: &ProxyHandle) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut usr1) = signal(SignalKind::user_defined1()) {
+            while usr1.recv().await.is_some() {
+                tracing::info!("SIGUSR1: reopening the log files.");
+                handle.reopen_logs();
             }
         }
     }

@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | `POST /`, `GET /?Action=…` | the ELBv2 Query API (`elbv2`) |
 //! | `POST /reload` | read the config file again ([`Control::reload`]) |
+//! | `GET /`, `GET /dashboard.json` | the live dashboard and its data (`dashboard`) |
 //!
 //! It is loopback by default (a config with another address needs `credentials`). With
 //! `[admin] credentials`, an API call needs a SigV4 signature for that key (`sigv4`) and
@@ -15,8 +16,10 @@
 //! The admin listener changes the running state only through the control plane
 //! ([`Control::edit`], [`Control::reload`]) and the target groups' registrations.
 
-pub mod arn;
+pub use crate::arn;
+mod dashboard;
 mod elbv2;
+mod metrics;
 pub mod query;
 pub mod sigv4;
 
@@ -211,18 +214,20 @@ async fn handle(admin: &Admin, request: Request<Incoming>) -> Answer {
         }
     }
     match (&parts.method, path) {
+        (&Method::GET, "/metrics") => Response::builder()
+            .header(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+            .body(Full::new(Bytes::from(metrics::render(&admin.control))))
+            .unwrap_or_default(),
         (&Method::POST, "/reload") => reload(&admin.control).await,
         (_, "/reload") => text(
             StatusCode::METHOD_NOT_ALLOWED,
             "Use POST /reload to read the configuration file again.\n".to_string(),
         ),
-        (&Method::GET, "/") => text(
-            StatusCode::OK,
-            "albatross admin listener\n\n\
-             POST /         the ELBv2 Query API (aws elbv2 ... --endpoint-url http://HOST:PORT)\n\
-             POST /reload   read the configuration file again\n"
-                .to_string(),
-        ),
+        (&Method::GET, "/") => dashboard::page(),
+        (&Method::GET, "/dashboard.json") => dashboard::json(&admin.control),
         _ => text(
             StatusCode::NOT_FOUND,
             format!(

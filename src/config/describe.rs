@@ -76,6 +76,10 @@ fn write_config(out: &mut String, c: &Config) -> std::fmt::Result {
         Some(a) => writeln!(out, "access_log {}", a.path.display())?,
         None => writeln!(out, "access_log: none")?,
     }
+    match &c.connection_log {
+        Some(a) => writeln!(out, "connection_log {}", a.path.display())?,
+        None => writeln!(out, "connection_log: none")?,
+    }
 
     for l in &c.listeners {
         writeln!(out)?;

@@ -82,6 +82,7 @@ pub(crate) fn read(src: &Source<'_>, errors: &mut Vec<ConfigError>) -> Option<Re
             "load_balancer" => file.load_balancer = element(src, value, "load_balancer", errors),
             "admin" => file.admin = element(src, value, "admin", errors),
             "access_log" => file.access_log = element(src, value, "access_log", errors),
+            "connection_log" => file.connection_log = element(src, value, "connection_log", errors),
             "listener" => {
                 for (i, item) in array(src, value, "listener", errors)
                     .into_iter()
@@ -120,7 +121,7 @@ pub(crate) fn read(src: &Source<'_>, errors: &mut Vec<ConfigError>) -> Option<Re
                 key.span(),
                 format!(
                     "unknown key `{other}`; the top level takes load_balancer, admin, \
-                     access_log, listener, target_group and backend"
+                     access_log, connection_log, listener, target_group and backend"
                 ),
             )),
         }

@@ -20,6 +20,8 @@ pub struct FileConfig {
     pub admin: Option<AdminConfig>,
     /// `[access_log]`: absent means no access log.
     pub access_log: Option<AccessLogConfig>,
+    /// `[connection_log]`: absent means no connection log.
+    pub connection_log: Option<AccessLogConfig>,
     /// `[[listener]]`: at least one.
     #[serde(default)]
     pub listener: Vec<Spanned<ListenerConfig>>,
@@ -89,7 +91,7 @@ pub struct CredentialsConfig {
     pub secret_access_key: Spanned<String>,
 }
 
-/// `[access_log]`.
+/// `[access_log]` and `[connection_log]`.
 #[derive(Debug, Deserialize)]
 pub struct AccessLogConfig {
     /// Required; relative to the config file's folder.

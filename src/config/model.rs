@@ -17,6 +17,8 @@ pub struct Config {
     pub admin: Option<Admin>,
     /// `[access_log]`; `None` means no access log.
     pub access_log: Option<AccessLog>,
+    /// `[connection_log]`; `None` means no connection log.
+    pub connection_log: Option<AccessLog>,
     pub listeners: Vec<Listener>,
     /// Indexed by [`TargetGroupId`].
     pub target_groups: Vec<TargetGroup>,

@@ -225,7 +225,7 @@ pub async fn run_accept_loop(
         let span = tracing::debug_span!("conn", client = %peer, port = ctx.port);
         let _ = stream.set_nodelay(true);
         match tls.load_full() {
-            None => span.in_scope(|| proxy::serve(stream, peer, ctx.clone())),
+            None => span.in_scope(|| proxy::serve(stream, peer, ctx.clone(), None)),
             Some(acceptor) => {
                 let handshake = handshake_then_serve(stream, peer, ctx.clone(), acceptor);
                 shutdown.tracker.spawn(handshake.instrument(span));
@@ -242,9 +242,38 @@ async fn handshake_then_serve(
     ctx: Arc<ListenerContext>,
     acceptor: Arc<TlsAcceptor>,
 ) {
-    let timeout = ctx.view().model.config.load_balancer.tls_handshake_timeout;
-    match handshake(&acceptor, stream, timeout).await {
-        Ok(tls_stream) => proxy::serve(tls_stream, peer, ctx),
+    let (timeout, log) = {
+        let view = ctx.view();
+        (
+            view.model.config.load_balancer.tls_handshake_timeout,
+            view.model.logs.connection.clone(),
+        )
+    };
+    let trace_id = log.as_ref().map(|_| crate::observe::conn_trace_id());
+    let started = std::time::Instant::now();
+    let outcome = handshake(&acceptor, stream, timeout).await;
+    if let (Some(log), Some(trace_id)) = (log, &trace_id) {
+        // ALB's connection log: one line per attempt, failures included.
+        let (protocol, cipher) = match &outcome {
+            Ok(s) => crate::tls::policy::openssl_names(s.get_ref().1),
+            Err(_) => (None, None),
+        };
+        log.write(crate::observe::ConnectionRecord {
+            time: std::time::SystemTime::now(),
+            client: peer,
+            listener_port: ctx.port,
+            tls_protocol: protocol,
+            tls_cipher: cipher,
+            tls_handshake_latency: outcome.is_ok().then(|| started.elapsed()),
+            tls_verify_status: match &outcome {
+                Ok(_) => "Success".to_string(),
+                Err(e) => format!("Failed:{}", e.reason_code()),
+            },
+            conn_trace_id: trace_id.clone(),
+        });
+    }
+    match outcome {
+        Ok(tls_stream) => proxy::serve(tls_stream, peer, ctx, trace_id),
         Err(e) => {
             crate::observe::metrics::inc(&ctx.runtime.metrics.client_tls_negotiation_errors);
             tracing::debug!("{e}")

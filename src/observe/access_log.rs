@@ -7,7 +7,58 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use http::{HeaderValue, Method, Uri, Version};
+
 use super::log_file::Line;
+
+/// Field 13 as the client sent it, kept raw: the writer formats it.
+#[derive(Debug, Clone)]
+pub struct RequestLine {
+    pub method: Method,
+    /// `http` / `https`.
+    pub scheme: &'static str,
+    /// The Host header (or the absolute-form authority); its port is replaced by the
+    /// listener's.
+    pub host: Option<HeaderValue>,
+    pub port: u16,
+    pub uri: Uri,
+    pub version: Version,
+}
+
+impl RequestLine {
+    /// The line, escaped for its quotes.
+    fn write_escaped(&self, out: &mut String) {
+        out.push_str(self.method.as_str());
+        out.push(' ');
+        out.push_str(self.scheme);
+        out.push_str("://");
+        if let Some(h) = &self.host {
+            escaped(out, host_only(&String::from_utf8_lossy(h.as_bytes())));
+        }
+        out.push(':');
+        int(out, self.port);
+        escaped(out, self.uri.path_and_query().map_or("/", |pq| pq.as_str()));
+        out.push(' ');
+        out.push_str(match self.version {
+            Version::HTTP_09 => "HTTP/0.9",
+            Version::HTTP_10 => "HTTP/1.0",
+            Version::HTTP_2 => "HTTP/2.0",
+            Version::HTTP_3 => "HTTP/3.0",
+            _ => "HTTP/1.1",
+        });
+    }
+}
+
+/// `host` without its port (`[::1]:80` → `[::1]`).
+fn host_only(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |i| &host[..=i]);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
 
 /// Field 1, `type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,12 +102,12 @@ pub struct AccessRecord {
     pub sent_bytes: u64,
     /// `METHOD scheme://host:port/uri HTTP/x.y`; `None` when the request could not be
     /// parsed (`"- - - "`).
-    pub request: Option<String>,
-    pub user_agent: Option<String>,
+    pub request: Option<RequestLine>,
+    pub user_agent: Option<HeaderValue>,
     pub ssl_cipher: Option<&'static str>,
     pub ssl_protocol: Option<&'static str>,
     pub target_group_arn: Option<Arc<str>>,
-    pub trace_id: Option<String>,
+    pub trace_id: Option<HeaderValue>,
     /// The SNI host name.
     pub domain_name: Option<Arc<str>>,
     pub chosen_cert_arn: Option<Arc<str>>,
@@ -65,24 +116,27 @@ pub struct AccessRecord {
     pub request_creation_time: SystemTime,
     /// `forward`, `redirect`, `fixed-response`.
     pub actions_executed: Option<&'static str>,
-    pub redirect_url: Option<String>,
+    pub redirect_url: Option<HeaderValue>,
     pub error_reason: Option<&'static str>,
     pub classification: Option<&'static str>,
-    pub classification_reason: Option<&'static str>,
+    pub classification_reason: Option<String>,
     pub conn_trace_id: Arc<str>,
 }
 
 impl Line for AccessRecord {
+    /// Written piece by piece (no `format!` machinery): this runs once per request.
     fn write_line(&self, out: &mut String) {
         let r = self;
         out.push_str(r.kind.as_str());
         out.push(' ');
         time(out, r.time);
-        let _ = write!(out, " {} {} ", r.elb, r.client);
+        out.push(' ');
+        out.push_str(&r.elb);
+        out.push(' ');
+        addr(out, r.client);
+        out.push(' ');
         match r.target {
-            Some(t) => {
-                let _ = write!(out, "{t}");
-            }
+            Some(t) => addr(out, t),
             None => out.push('-'),
         }
         for d in [
@@ -90,77 +144,161 @@ impl Line for AccessRecord {
             r.target_processing_time,
             r.response_processing_time,
         ] {
+            out.push(' ');
             match d {
-                Some(d) => {
-                    let _ = write!(out, " {:.3}", d.as_secs_f64());
-                }
-                None => out.push_str(" -1"),
+                Some(d) => seconds3(out, d),
+                None => out.push_str("-1"),
             }
         }
         for code in [r.elb_status_code, r.target_status_code] {
+            out.push(' ');
             match code {
-                Some(c) => {
-                    let _ = write!(out, " {c}");
-                }
-                None => out.push_str(" -"),
+                Some(c) => int(out, c),
+                None => out.push('-'),
             }
         }
-        let _ = write!(out, " {} {} ", r.received_bytes, r.sent_bytes);
+        out.push(' ');
+        int(out, r.received_bytes);
+        out.push(' ');
+        int(out, r.sent_bytes);
+        out.push(' ');
         match &r.request {
-            Some(line) => quoted(out, line),
+            Some(line) => {
+                out.push('"');
+                line.write_escaped(out);
+                out.push('"');
+            }
             None => out.push_str("\"- - - \""),
         }
         out.push(' ');
-        quoted_or_dash(out, r.user_agent.as_deref());
-        let _ = write!(
-            out,
-            " {} {} {} ",
-            r.ssl_cipher.unwrap_or("-"),
-            r.ssl_protocol.unwrap_or("-"),
-            r.target_group_arn.as_deref().unwrap_or("-"),
-        );
-        quoted_or_dash(out, r.trace_id.as_deref());
+        header_or_dash(out, r.user_agent.as_ref());
+        out.push(' ');
+        out.push_str(r.ssl_cipher.unwrap_or("-"));
+        out.push(' ');
+        out.push_str(r.ssl_protocol.unwrap_or("-"));
+        out.push(' ');
+        out.push_str(r.target_group_arn.as_deref().unwrap_or("-"));
+        out.push(' ');
+        header_or_dash(out, r.trace_id.as_ref());
         out.push(' ');
         quoted_or_dash(out, r.domain_name.as_deref());
         out.push(' ');
         quoted_or_dash(out, r.chosen_cert_arn.as_deref());
+        out.push(' ');
         match r.matched_rule_priority {
-            Some(p) => {
-                let _ = write!(out, " {p} ");
-            }
-            None => out.push_str(" - "),
+            Some(p) => int(out, p),
+            None => out.push('-'),
         }
+        out.push(' ');
         time(out, r.request_creation_time);
         out.push(' ');
         quoted_or_dash(out, r.actions_executed);
         out.push(' ');
-        quoted_or_dash(out, r.redirect_url.as_deref());
+        header_or_dash(out, r.redirect_url.as_ref());
         out.push(' ');
         quoted_or_dash(out, r.error_reason);
         out.push(' ');
         // target:port_list and target_status_code_list: one entry each (as ALB today).
         match r.target {
             Some(t) => {
-                let _ = write!(out, "\"{t}\"");
+                out.push('"');
+                addr(out, t);
+                out.push('"');
             }
             None => out.push_str("\"-\""),
         }
+        out.push(' ');
         match r.target_status_code {
             Some(c) => {
-                let _ = write!(out, " \"{c}\" ");
+                out.push('"');
+                int(out, c);
+                out.push('"');
             }
-            None => out.push_str(" \"-\" "),
+            None => out.push_str("\"-\""),
         }
+        out.push(' ');
         quoted_or_dash(out, r.classification);
         out.push(' ');
-        quoted_or_dash(out, r.classification_reason);
-        let _ = write!(out, " {} \"-\" \"-\" \"-\"", r.conn_trace_id);
+        quoted_or_dash(out, r.classification_reason.as_deref());
+        out.push(' ');
+        out.push_str(&r.conn_trace_id);
+        out.push_str(" \"-\" \"-\" \"-\"");
     }
+}
+
+fn int(out: &mut String, n: impl itoa::Integer) {
+    out.push_str(itoa::Buffer::new().format(n));
+}
+
+/// `ip:port`, `[ipv6]:port`.
+fn addr(out: &mut String, a: SocketAddr) {
+    match a {
+        SocketAddr::V4(v4) => {
+            let [a, b, c, d] = v4.ip().octets();
+            int(out, a);
+            out.push('.');
+            int(out, b);
+            out.push('.');
+            int(out, c);
+            out.push('.');
+            int(out, d);
+        }
+        SocketAddr::V6(v6) => {
+            let _ = write!(out, "[{}]", v6.ip());
+        }
+    }
+    out.push(':');
+    int(out, a.port());
+}
+
+/// Seconds with three decimals (`0.001`), rounded to the millisecond.
+fn seconds3(out: &mut String, d: Duration) {
+    let ms = (d.as_micros() + 500) / 1000;
+    int(out, ms / 1000);
+    out.push('.');
+    let frac = (ms % 1000) as u16;
+    out.push(char::from(b'0' + (frac / 100) as u8));
+    out.push(char::from(b'0' + (frac / 10 % 10) as u8));
+    out.push(char::from(b'0' + (frac % 10) as u8));
+}
+
+std::thread_local! {
+    /// The last second formatted, and its text (`2018-07-02T22:23:00`): lines come in
+    /// bursts within one second.
+    static LAST_SECOND: std::cell::RefCell<(u64, String)> = const {
+        std::cell::RefCell::new((u64::MAX, String::new()))
+    };
 }
 
 /// ISO-8601 in UTC with microseconds, as ALB writes times.
 fn time(out: &mut String, t: SystemTime) {
-    let _ = write!(out, "{}", humantime::format_rfc3339_micros(t));
+    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    LAST_SECOND.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != secs {
+            let text = humantime::format_rfc3339_seconds(t).to_string();
+            last.1 = text.trim_end_matches('Z').to_string();
+            last.0 = secs;
+        }
+        out.push_str(&last.1);
+    });
+    out.push('.');
+    let micros = since.subsec_micros();
+    let digits = itoa::Buffer::new().format(micros).len();
+    for _ in digits..6 {
+        out.push('0');
+    }
+    int(out, micros);
+    out.push('Z');
+}
+
+fn header_or_dash(out: &mut String, value: Option<&HeaderValue>) {
+    match value.map(|v| (v, v.to_str())) {
+        Some((_, Ok(text))) => quoted_or_dash(out, Some(text)),
+        Some((v, Err(_))) => quoted_or_dash(out, Some(&String::from_utf8_lossy(v.as_bytes()))),
+        None => out.push_str("\"-\""),
+    }
 }
 
 fn quoted_or_dash(out: &mut String, value: Option<&str>) {
@@ -174,6 +312,16 @@ fn quoted_or_dash(out: &mut String, value: Option<&str>) {
 /// line stays one line and its fields stay apart.
 fn quoted(out: &mut String, value: &str) {
     out.push('"');
+    escaped(out, value);
+    out.push('"');
+}
+
+fn escaped(out: &mut String, value: &str) {
+    let plain = |b: u8| b != b'"' && b != b'\\' && b >= 0x20 && b != 0x7f;
+    if value.bytes().all(plain) {
+        out.push_str(value);
+        return;
+    }
     for c in value.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -184,7 +332,6 @@ fn quoted(out: &mut String, value: &str) {
             c => out.push(c),
         }
     }
-    out.push('"');
 }
 
 #[cfg(test)]
@@ -211,12 +358,19 @@ mod tests {
             target_status_code: Some(200),
             received_bytes: 34,
             sent_bytes: 366,
-            request: Some("GET http://www.example.com:80/ HTTP/1.1".into()),
-            user_agent: Some("curl/7.46.0".into()),
+            request: Some(RequestLine {
+                method: Method::GET,
+                scheme: "http",
+                host: Some(HeaderValue::from_static("www.example.com")),
+                port: 80,
+                uri: Uri::from_static("/"),
+                version: Version::HTTP_11,
+            }),
+            user_agent: Some(HeaderValue::from_static("curl/7.46.0")),
             ssl_cipher: None,
             ssl_protocol: None,
             target_group_arn: Some(Arc::from("arn:aws:elasticloadbalancing:us-east-2:123456789012:targetgroup/my-targets/73e2d6bc24d8a067")),
-            trace_id: Some("Root=1-58337262-36d228ad5d99923122bbe354".into()),
+            trace_id: Some(HeaderValue::from_static("Root=1-58337262-36d228ad5d99923122bbe354")),
             domain_name: None,
             chosen_cert_arn: None,
             matched_rule_priority: Some(0),
@@ -257,7 +411,7 @@ mod tests {
             received_bytes: 10,
             sent_bytes: 0,
             request: None,
-            user_agent: Some("say \"hi\"\n".into()),
+            user_agent: Some(HeaderValue::from_bytes(b"say \"hi\"\t").unwrap()),
             ssl_cipher: Some("ECDHE-RSA-AES128-GCM-SHA256"),
             ssl_protocol: Some("TLSv1.2"),
             target_group_arn: None,
@@ -270,13 +424,16 @@ mod tests {
             redirect_url: None,
             error_reason: None,
             classification: Some("Severe"),
-            classification_reason: Some("BadHeader"),
+            classification_reason: Some("BadHeader".into()),
             conn_trace_id: Arc::from("TID_x"),
         };
         let mut line = String::new();
         record.write_line(&mut line);
-        assert!(line.starts_with("https 1970-01-01T00:00:00.000000Z app/a/b [::1]:5000 - -1 -1 -1 400 - 10 0 \"- - - \" \"say \\\"hi\\\"\\x0a\" ECDHE-RSA-AES128-GCM-SHA256 TLSv1.2 - \"-\" \"example.com\" \"-\" - "), "{line}");
-        assert!(line.ends_with(" \"-\" \"-\" \"Severe\" \"BadHeader\" TID_x \"-\" \"-\" \"-\""), "{line}");
+        assert!(line.starts_with("https 1970-01-01T00:00:00.000000Z app/a/b [::1]:5000 - -1 -1 -1 400 - 10 0 \"- - - \" \"say \\\"hi\\\"\\x09\" ECDHE-RSA-AES128-GCM-SHA256 TLSv1.2 - \"-\" \"example.com\" \"-\" - "), "{line}");
+        assert!(
+            line.ends_with(" \"-\" \"-\" \"Severe\" \"BadHeader\" TID_x \"-\" \"-\" \"-\""),
+            "{line}"
+        );
         assert_eq!(split_fields(&line).len(), 33);
     }
 

@@ -1,6 +1,8 @@
 //! A log file written off the request path: records go into a bounded queue, and a
 //! thread of the file's own formats and writes them. A worker never waits for the disk:
-//! when the queue is full the record is dropped and counted. [`LogFile::reopen`]
+//! when the queue is full the record is dropped and counted. The thread takes what has
+//! queued every [`INTERVAL`] rather than waking for each record, so a request pays for
+//! no wake-up and a busy log is written in large writes. [`LogFile::reopen`]
 //! (on `SIGUSR1`) makes the thread close the file and open the path again, so a log
 //! rotated by renaming continues in a new file.
 
@@ -15,6 +17,16 @@ use std::sync::Arc;
 pub trait Line: Send + 'static {
     fn write_line(&self, out: &mut String);
 }
+
+/// A boxed record moves through the queue as a pointer.
+impl<T: Line + ?Sized> Line for Box<T> {
+    fn write_line(&self, out: &mut String) {
+        (**self).write_line(out)
+    }
+}
+
+/// How often the writer takes the queued records.
+pub const INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
 enum Message<R> {
     Record(R),
@@ -47,7 +59,11 @@ impl<R: Line> LogFile<R> {
     }
 
     /// [`LogFile::open`] whose writer waits for `gate` before its first record (tests).
-    fn open_gated(path: &Path, capacity: usize, gate: Option<Receiver<()>>) -> io::Result<LogFile<R>> {
+    fn open_gated(
+        path: &Path,
+        capacity: usize,
+        gate: Option<Receiver<()>>,
+    ) -> io::Result<LogFile<R>> {
         let file = open_append(path)?;
         let (queue, records) = mpsc::sync_channel(capacity);
         let reopen = Arc::new(AtomicBool::new(false));
@@ -124,17 +140,29 @@ struct Writer {
 
 impl Writer {
     fn run<R: Line>(mut self, records: Receiver<Message<R>>) {
-        while let Ok(first) = records.recv() {
-            self.handle(first);
-            // Write what else is queued, then flush once.
-            while let Ok(next) = records.try_recv() {
-                self.handle(next);
+        loop {
+            // Nobody waits in `recv`, so queuing a record wakes no one.
+            std::thread::sleep(INTERVAL);
+            let mut wrote = false;
+            loop {
+                match records.try_recv() {
+                    Ok(m) => {
+                        wrote = true;
+                        self.handle(m);
+                    }
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        let _ = self.out.flush();
+                        return;
+                    }
+                }
             }
-            if let Err(e) = self.out.flush() {
-                tracing::warn!("Writing the log {} failed: {e}.", self.path.display());
+            if wrote {
+                if let Err(e) = self.out.flush() {
+                    tracing::warn!("Writing the log {} failed: {e}.", self.path.display());
+                }
             }
         }
-        let _ = self.out.flush();
     }
 
     fn handle<R: Line>(&mut self, message: Message<R>) {
@@ -193,7 +221,10 @@ mod tests {
         assert!(log.write(Text("three")));
         log.flush();
         let old = std::fs::read_to_string(dir.path().join("logs/access.log.1")).unwrap();
-        assert_eq!(old, "one\ntwo\n", "written to the renamed file until the reopen");
+        assert_eq!(
+            old, "one\ntwo\n",
+            "written to the renamed file until the reopen"
+        );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "three\n");
     }
 

@@ -28,8 +28,10 @@ use super::desync::Classification;
 use super::error::RequestError;
 use super::forward::ResponseTimer;
 use super::head::{self, Framing, HeadAction};
+use super::serve::ConnInfo;
 use super::upgrade::PendingTunnel;
 use crate::config::model::DesyncMitigationMode;
+use crate::observe::{AccessRecord, LogFile};
 use crate::tunnel::idle::IdleClock;
 
 /// How much a read from the client asks for at most.
@@ -43,11 +45,21 @@ const STAND_IN: &[u8] = b"GET / HTTP/1.1\r\nhost: rejected.invalid\r\n\r\n";
 pub struct HeadVerdict {
     pub classification: Classification,
     pub action: HeadAction,
+    /// The head's bytes and its body's declared length (`Content-Length`; 0 for a
+    /// chunked body, whose length is not known up front): the request's
+    /// `received_bytes` in the access log.
+    pub received: u64,
 }
 
 /// What the reader, the service and the connection task of one connection share.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ConnState {
+    /// The connection's trace id and TLS parameters, for the access log.
+    pub info: ConnInfo,
+    /// The access-log record of the request answered last, written once its response
+    /// has gone out whole (when the next request begins or the connection ends), with
+    /// the bytes sent by then.
+    pending_log: Mutex<Option<PendingLine>>,
     verdicts: Mutex<VecDeque<HeadVerdict>>,
     in_flight: AtomicUsize,
     /// Kept between the connection's requests, which use it one after another.
@@ -59,7 +71,66 @@ pub struct ConnState {
     pub sent: AtomicU64,
 }
 
+/// A request's access-log record waiting for its response to be sent.
+#[derive(Debug)]
+pub struct PendingLine {
+    pub record: Box<AccessRecord>,
+    pub log: Arc<LogFile<Box<AccessRecord>>>,
+    /// `sent` when the response began.
+    pub sent_before: u64,
+}
+
 impl ConnState {
+    pub fn new(info: ConnInfo) -> ConnState {
+        ConnState {
+            info,
+            pending_log: Mutex::new(None),
+            verdicts: Mutex::default(),
+            in_flight: AtomicUsize::new(0),
+            response_timer: Mutex::default(),
+            tunnel: Mutex::default(),
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+        }
+    }
+
+    /// Hold `record` until its response is out (see [`ConnState::write_pending`]).
+    pub fn hold_line(&self, record: Box<AccessRecord>, log: Arc<LogFile<Box<AccessRecord>>>) {
+        let sent_before = self.sent.load(Ordering::Relaxed);
+        let previous = self.pending_log.lock().ok().and_then(|mut p| {
+            p.replace(PendingLine {
+                record,
+                log,
+                sent_before,
+            })
+        });
+        if let Some(p) = previous {
+            self.finish(p);
+        }
+    }
+
+    /// Write the held record, its `sent_bytes` being what went out since its response
+    /// began.
+    pub fn write_pending(&self) {
+        let held = self.pending_log.lock().ok().and_then(|mut p| p.take());
+        if let Some(p) = held {
+            self.finish(p);
+        }
+    }
+
+    /// The held record, for a tunnel to finish (its response, the `101`, is out).
+    pub fn take_pending(&self) -> Option<PendingLine> {
+        let mut p = self.pending_log.lock().ok()?.take()?;
+        p.record.sent_bytes = self.sent.load(Ordering::Relaxed) - p.sent_before;
+        p.sent_before = self.sent.load(Ordering::Relaxed);
+        Some(p)
+    }
+
+    fn finish(&self, mut p: PendingLine) {
+        p.record.sent_bytes = self.sent.load(Ordering::Relaxed) - p.sent_before;
+        p.log.write(p.record);
+    }
+
     /// The verdict for the next request hyper hands the service (compliant when the
     /// reader did not see it, e.g. after a refused upgrade).
     pub fn next_verdict(self: &Arc<Self>) -> (HeadVerdict, InFlight) {
@@ -71,6 +142,7 @@ impl ConnState {
             .unwrap_or(HeadVerdict {
                 classification: Classification::COMPLIANT,
                 action: HeadAction::Serve { close_after: false },
+                received: 0,
             });
         (v, InFlight(self.clone()))
     }
@@ -224,7 +296,8 @@ impl<S> ClientIo<S> {
         tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut self.pending)
     }
 
-    fn reject(&mut self, e: RequestError, classification: Classification) {
+    /// Answer the head with ALB's error `e`; `received` bytes of it had arrived.
+    fn reject(&mut self, e: RequestError, classification: Classification, received: u64) {
         tracing::info!(
             status = e.status(),
             classification = classification.class_field(),
@@ -235,6 +308,7 @@ impl<S> ClientIo<S> {
         self.conn.push(HeadVerdict {
             classification,
             action: HeadAction::Reject(e),
+            received,
         });
         self.pending.clear();
         self.ready = Bytes::from_static(STAND_IN);
@@ -260,7 +334,7 @@ impl<S> ClientIo<S> {
                     Ok(None) => return false,
                     Err(e) => {
                         let c = super::desync::classify(&self.pending);
-                        self.reject(e, c);
+                        self.reject(e, c, self.pending.len() as u64);
                         return true;
                     }
                 };
@@ -268,7 +342,7 @@ impl<S> ClientIo<S> {
                 let a = head::assess(&received, self.mode);
                 self.heads += 1;
                 if let HeadAction::Reject(e) = a.action {
-                    self.reject(e, a.classification);
+                    self.reject(e, a.classification, received.len() as u64);
                     return true;
                 }
                 if !a.classification.is_compliant() {
@@ -278,9 +352,14 @@ impl<S> ClientIo<S> {
                         "A non-compliant request was let through by desync mitigation."
                     );
                 }
+                let body = match a.framing {
+                    Framing::Length(n) => n,
+                    Framing::Chunked | Framing::Tunnel => 0,
+                };
                 self.conn.push(HeadVerdict {
                     classification: a.classification,
                     action: a.action,
+                    received: received.len() as u64 + body,
                 });
                 self.ready = match a.rewritten {
                     Some(v) => Bytes::from(v),
@@ -469,7 +548,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
                     }
                     if this.heads == 0 || !this.pending.is_empty() {
                         let c = super::desync::classify(&this.pending);
-                        this.reject(RequestError::RequestTimeout, c);
+                        let received = this.pending.len() as u64;
+                        this.reject(RequestError::RequestTimeout, c, received);
                     } else {
                         tracing::debug!(
                             "Closing a kept-alive client connection idle for the idle timeout."

@@ -171,6 +171,8 @@ pub struct Forwarded {
     pub xff_mode: XffMode,
     pub xff_client_port: bool,
     pub preserve_host_header: bool,
+    /// The trace id was set when the request arrived (for the access log): keep it.
+    pub trace_set: bool,
 }
 
 impl Forwarded {
@@ -189,7 +191,12 @@ impl Forwarded {
         if !self.preserve_host_header {
             self.rewrite_host(headers, authority);
         }
-        apply_trace_id(headers);
+        if !self.trace_set {
+            apply_trace_id(headers);
+        } else if let Some(v) = headers.remove(&X_AMZN_TRACE_ID) {
+            // Last, where it always goes.
+            headers.insert(X_AMZN_TRACE_ID.clone(), v);
+        }
     }
 
     fn apply_xff(&self, headers: &mut HeaderMap) {
@@ -412,6 +419,7 @@ mod tests {
             xff_mode: mode,
             xff_client_port: false,
             preserve_host_header: false,
+            trace_set: false,
         }
     }
 

@@ -31,7 +31,8 @@ pub mod serve;
 pub mod upgrade;
 pub mod upstream;
 
-use crate::observe::Metrics;
+use crate::observe::{AccessRecord, ConnectionRecord, Line, LogFile, Metrics};
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,6 +66,8 @@ pub struct Runtime {
     pub tunnels: Arc<Tunnels>,
     /// What CloudWatch would count for the load balancer (`observe`).
     pub metrics: Arc<Metrics>,
+    /// The log files open now, reused by the next config when it names the same paths.
+    logs: std::sync::Mutex<Logs>,
     pub shutdown: Shutdown,
 }
 
@@ -94,6 +97,7 @@ impl Runtime {
             upstream,
             tunnels,
             metrics: Arc::default(),
+            logs: std::sync::Mutex::default(),
             shutdown,
         }
     }
@@ -105,7 +109,56 @@ impl Runtime {
         let lb = &config.load_balancer;
         self.upstream
             .set_timeouts(lb.connect_timeout, lb.idle_timeout);
-        Arc::new(Model { config, groups })
+        let logs = self.logs_for(&config);
+        let names = Names::new(&config);
+        Arc::new(Model {
+            config,
+            groups,
+            logs,
+            names,
+        })
+    }
+
+    /// The log files `config` names: the open ones where the path is the same, newly
+    /// opened ones otherwise. A file that cannot be opened is reported, and that log is
+    /// off until a config names a path that can be.
+    fn logs_for(&self, config: &Config) -> Logs {
+        let mut open = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        fn follow<R: Line>(
+            current: &Option<Arc<LogFile<R>>>,
+            wanted: Option<&crate::config::model::AccessLog>,
+            what: &str,
+        ) -> Option<Arc<LogFile<R>>> {
+            let path = &wanted?.path;
+            if let Some(l) = current.as_ref().filter(|l| l.path() == path) {
+                return Some(l.clone());
+            }
+            match LogFile::open(path, LOG_QUEUE) {
+                Ok(l) => Some(Arc::new(l)),
+                Err(e) => {
+                    tracing::error!(
+                        "Cannot open the {what} {}: {e}; it is off until a reload names a file that can be opened.",
+                        path.display()
+                    );
+                    None
+                }
+            }
+        }
+        let logs = Logs {
+            access: follow(&open.access, config.access_log.as_ref(), "access log"),
+            connection: follow(
+                &open.connection,
+                config.connection_log.as_ref(),
+                "connection log",
+            ),
+        };
+        *open = logs.clone();
+        logs
+    }
+
+    /// Reopen the log files (after a rotation).
+    pub fn reopen_logs(&self) {
+        self.logs.lock().unwrap_or_else(|e| e.into_inner()).reopen();
     }
 }
 
@@ -116,7 +169,66 @@ impl Runtime {
 pub struct Model {
     pub config: Arc<Config>,
     pub groups: Arc<GroupSet>,
+    /// The log files the config asks for.
+    pub logs: Logs,
+    /// `app/{name}/{id}` and each group's ARN by name, as log lines write them.
+    pub names: Names,
 }
+
+/// The access and connection logs of a config (kept open across configs that name the
+/// same files).
+#[derive(Debug, Clone, Default)]
+pub struct Logs {
+    pub access: Option<Arc<LogFile<Box<AccessRecord>>>>,
+    pub connection: Option<Arc<LogFile<ConnectionRecord>>>,
+}
+
+impl Logs {
+    /// Close the files and open their paths again (`SIGUSR1`, after a rotation).
+    pub fn reopen(&self) {
+        if let Some(l) = &self.access {
+            l.reopen();
+        }
+        if let Some(l) = &self.connection {
+            l.reopen();
+        }
+    }
+}
+
+/// Names log lines carry, derived once per config.
+#[derive(Debug)]
+pub struct Names {
+    /// `app/{name}/{id}`.
+    pub elb: Arc<str>,
+    group_arns: FxHashMap<Arc<str>, Arc<str>>,
+}
+
+impl Names {
+    fn new(config: &Config) -> Names {
+        let arns = crate::arn::Arns::new(&config.load_balancer);
+        Names {
+            elb: Arc::from(arns.lb_dimension()),
+            group_arns: config
+                .target_groups
+                .iter()
+                .map(|g| {
+                    (
+                        Arc::from(g.name.as_str()),
+                        Arc::from(arns.target_group(&g.name)),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// The ARN of the group named `name`.
+    pub fn group_arn(&self, name: &str) -> Option<&Arc<str>> {
+        self.group_arns.get(name)
+    }
+}
+
+/// How many records a log's queue holds before it drops them.
+const LOG_QUEUE: usize = 16 * 1024;
 
 /// What one listener serves with: the model and the listener's compiled rules. Swapped
 /// whole, so a request sees one config or the next, never half of each.

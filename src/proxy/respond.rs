@@ -5,32 +5,55 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use http::header::HeaderValue;
 use http::{Method, Request, Response, Version};
 use http_body_util::Either;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 
 use super::client_io::ConnState;
+use super::desync::Classification;
 use super::error::{elb_response, Chain, ProxyError, RequestError};
 use super::forward::{self, ResponseTimer};
 use super::headers::{self, is_upgrade, xff_entries, CloseTarget, Forwarded, MAX_XFF_ENTRIES};
+use super::serve::ConnInfo;
 use super::upgrade::{self, PendingTunnel};
-use super::{actions, head, ListenerContext, ProxyBody};
+use super::{actions, head, ListenerContext, ListenerView, ProxyBody};
 use crate::config::model::Action;
+use crate::observe::access_log::RequestLine;
 use crate::observe::metrics::{self, Metrics};
+use crate::observe::{AccessRecord, Kind, LogFile};
 
 /// Handle one request of an HTTP/2 connection.
 pub(super) async fn http2(
     req: Request<Incoming>,
     ctx: Arc<ListenerContext>,
     client: SocketAddr,
+    conn: Arc<ConnInfo>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let metrics = &ctx.runtime.metrics;
-    let waiting = ClientWaiting::new(client, metrics);
-    let (resp, _) = respond(req, &ctx, client, &mut ResponseTimer::default(), false).await;
-    waiting.answered();
+    let view = ctx.view();
+    let mut waiting = ClientWaiting::new(client, metrics);
+    waiting.line = line_for(&view, &ctx, &req, client, &conn, None, 0);
+    let (resp, _) = respond(
+        req,
+        &ctx,
+        &view,
+        client,
+        &mut ResponseTimer::default(),
+        false,
+        &mut waiting.line,
+    )
+    .await;
     count_elb(metrics, &resp);
+    if let Some((log, mut record)) = waiting.answered() {
+        // HTTP/2 frames are not counted: the line carries the bodies' declared lengths.
+        record.kind = Kind::H2;
+        record.sent_bytes = resp.body().size_hint().exact().unwrap_or(0);
+        complete(&mut record, &resp);
+        log.write(record);
+    }
     Ok(resp)
 }
 
@@ -44,13 +67,34 @@ pub(super) async fn http1(
     client: SocketAddr,
     conn: Arc<ConnState>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    // The previous request's response is out whole: its access-log line can go.
+    conn.write_pending();
     let (verdict, _in_flight) = conn.next_verdict();
+    let view = ctx.view();
+    let metrics = &ctx.runtime.metrics;
     let close_after = match verdict.action {
         head::HeadAction::Reject(e) => {
             let mut resp = elb(&ProxyError::Request(e));
             resp.headers_mut()
                 .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-            count_elb(&ctx.runtime.metrics, &resp);
+            count_elb(metrics, &resp);
+            // What hyper read is a stand-in: the request itself is unknown.
+            if let Some((log, mut record)) = line_for(
+                &view,
+                &ctx,
+                &req,
+                client,
+                &conn.info,
+                Some(verdict.classification),
+                verdict.received,
+            ) {
+                record.request = None;
+                record.user_agent = None;
+                record.trace_id = None;
+                record.matched_rule_priority = None;
+                complete(&mut record, &resp);
+                conn.hold_line(record, log);
+            }
             return Ok(resp);
         }
         head::HeadAction::Serve { close_after } => close_after,
@@ -63,13 +107,41 @@ pub(super) async fn http1(
         // Desync `Ambiguous` in defensive mode: the target connection is not reused.
         req.extensions_mut().insert(CloseTarget);
     }
-    let metrics = &ctx.runtime.metrics;
-    let waiting = ClientWaiting::new(client, metrics);
+    let mut waiting = ClientWaiting::new(client, metrics);
+    waiting.line = line_for(
+        &view,
+        &ctx,
+        &req,
+        client,
+        &conn.info,
+        Some(verdict.classification),
+        verdict.received,
+    );
     let mut timer = conn.take_response_timer();
-    let (mut resp, tunnel) = respond(req, &ctx, client, &mut timer, true).await;
+    let (mut resp, tunnel) = respond(
+        req,
+        &ctx,
+        &view,
+        client,
+        &mut timer,
+        true,
+        &mut waiting.line,
+    )
+    .await;
     conn.keep_response_timer(timer);
-    waiting.answered();
     count_elb(metrics, &resp);
+    if let Some((log, mut record)) = waiting.answered() {
+        complete(&mut record, &resp);
+        if tunnel.is_some() {
+            record.kind = if conn.info.tls.is_some() {
+                Kind::Wss
+            } else {
+                Kind::Ws
+            };
+        }
+        // Written once the response is out (the tunnel's: once the tunnel closes).
+        conn.hold_line(record, log);
+    }
     if let Some(tunnel) = tunnel {
         conn.leave_tunnel(tunnel);
     }
@@ -80,11 +152,92 @@ pub(super) async fn http1(
     Ok(resp)
 }
 
+/// A request's access-log line under construction, with the log it goes to.
+type LogLine = Option<(Arc<LogFile<Box<AccessRecord>>>, Box<AccessRecord>)>;
+
+/// The access-log line of `req` as far as its arrival tells (`None` without an access
+/// log): what the client sent, over which connection.
+fn line_for(
+    view: &ListenerView,
+    ctx: &ListenerContext,
+    req: &Request<Incoming>,
+    client: SocketAddr,
+    conn: &ConnInfo,
+    classification: Option<Classification>,
+    received: u64,
+) -> LogLine {
+    let log = view.model.logs.access.as_ref()?;
+    let now = SystemTime::now();
+    let tls = conn.tls.as_ref();
+    // Raw values (shared, not copied): the log's own thread formats them.
+    let host = match req.uri().authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => req.headers().get(http::header::HOST).cloned(),
+    };
+    let request = RequestLine {
+        method: req.method().clone(),
+        scheme: ctx.protocol.scheme(),
+        host,
+        port: ctx.port,
+        uri: req.uri().clone(),
+        version: req.version(),
+    };
+    let classification = classification.filter(|c| !c.is_compliant());
+    let record = AccessRecord {
+        kind: if tls.is_some() {
+            Kind::Https
+        } else {
+            Kind::Http
+        },
+        time: now,
+        elb: view.model.names.elb.clone(),
+        client,
+        target: None,
+        request_processing_time: None,
+        target_processing_time: None,
+        response_processing_time: None,
+        elb_status_code: None,
+        target_status_code: None,
+        received_bytes: received,
+        sent_bytes: 0,
+        request: Some(request),
+        user_agent: req.headers().get(http::header::USER_AGENT).cloned(),
+        ssl_cipher: tls.and_then(|t| t.cipher),
+        ssl_protocol: tls.and_then(|t| t.protocol),
+        target_group_arn: None,
+        trace_id: None,
+        domain_name: tls.and_then(|t| t.sni.clone()),
+        chosen_cert_arn: None,
+        matched_rule_priority: None,
+        request_creation_time: now,
+        actions_executed: None,
+        redirect_url: None,
+        error_reason: None,
+        classification: classification.map(|c| c.class_field()),
+        classification_reason: classification.map(|c| c.reason_field()),
+        conn_trace_id: conn
+            .trace_id
+            .clone()
+            .unwrap_or_else(crate::observe::conn_trace_id),
+    };
+    Some((log.clone(), Box::new(record)))
+}
+
+/// Fill in what the response tells: the status the client got and when.
+fn complete(record: &mut AccessRecord, resp: &Response<ProxyBody>) {
+    record.elb_status_code = Some(resp.status().as_u16());
+    record.time = SystemTime::now();
+    if record.actions_executed == Some("redirect") {
+        record.redirect_url = resp.headers().get(http::header::LOCATION).cloned();
+    }
+}
+
 /// Notices a client that goes away before its response: ALB records such a request
 /// as 460 in the access log and sends nothing.
 struct ClientWaiting<'a> {
     client: SocketAddr,
     metrics: &'a Metrics,
+    line: LogLine,
     answered: bool,
 }
 
@@ -93,12 +246,15 @@ impl<'a> ClientWaiting<'a> {
         ClientWaiting {
             client,
             metrics,
+            line: None,
             answered: false,
         }
     }
 
-    fn answered(mut self) {
+    /// The response is ready; the line, to complete.
+    fn answered(mut self) -> LogLine {
         self.answered = true;
+        self.line.take()
     }
 }
 
@@ -106,6 +262,11 @@ impl Drop for ClientWaiting<'_> {
     fn drop(&mut self) {
         if !self.answered {
             self.metrics.elb_status(460);
+            if let Some((log, mut record)) = self.line.take() {
+                record.elb_status_code = Some(460);
+                record.time = SystemTime::now();
+                log.write(record);
+            }
             tracing::info!(
                 client = %self.client,
                 elb_status_code = 460,
@@ -117,13 +278,23 @@ impl Drop for ClientWaiting<'_> {
 
 /// The response to `req`, and the tunnel to open once it is out when the target
 /// switched protocols (only where `upgrades` are possible: HTTP/1.1).
+#[allow(clippy::too_many_arguments)]
 async fn respond(
     req: Request<Incoming>,
     ctx: &Arc<ListenerContext>,
+    view: &ListenerView,
     client: SocketAddr,
     timer: &mut ResponseTimer,
     upgrades: bool,
+    line: &mut LogLine,
 ) -> (Response<ProxyBody>, Option<Box<PendingTunnel>>) {
+    let received = std::time::Instant::now();
+    let mut req = req;
+    if let Some((_, record)) = line {
+        // ALB sets the trace id as the request arrives; the log carries it.
+        headers::apply_trace_id(req.headers_mut());
+        record.trace_id = req.headers().get(&headers::X_AMZN_TRACE_ID).cloned();
+    }
     if req.method() == Method::TRACE {
         return (elb(&RequestError::MethodNotAllowed.into()), None);
     }
@@ -131,9 +302,7 @@ async fn respond(
         return (elb(&RequestError::TooManyForwardedFor.into()), None);
     }
     // The config this request is served with, to its end.
-    let view = ctx.view();
     let lb = &view.model.config.load_balancer;
-    let mut req = req;
     if lb.drop_invalid_header_fields {
         headers::drop_invalid_header_fields(req.headers_mut());
     }
@@ -143,6 +312,10 @@ async fn respond(
     let (parts, body) = req.into_parts();
     let matched = view.router.route(&parts, client.ip());
     let req = Request::from_parts(parts, body);
+    if let Some((_, record)) = line {
+        record.matched_rule_priority = Some(matched.priority.unwrap_or(0));
+        record.actions_executed = Some(matched.action.kind());
+    }
     let forward = match matched.action {
         Action::FixedResponse(fixed) => {
             metrics::inc(&ctx.runtime.metrics.fixed_responses);
@@ -171,6 +344,15 @@ async fn respond(
     metrics::inc(&ctx.runtime.metrics.requests);
     let stats = selection.in_flight.target().stats.clone();
     metrics::inc(&stats.requests);
+    if let Some((_, record)) = line {
+        record.target = Some(target);
+        record.target_group_arn = view
+            .model
+            .names
+            .group_arn(&selection.in_flight.target().group)
+            .cloned();
+        record.request_processing_time = Some(received.elapsed());
+    }
     let sent = std::time::Instant::now();
     let fwd = Forwarded {
         client,
@@ -180,6 +362,7 @@ async fn respond(
         xff_mode: lb.xff_header_processing,
         xff_client_port: lb.xff_client_port,
         preserve_host_header: lb.preserve_host_header,
+        trace_set: line.is_some(),
     };
     // hyper switches only HTTP/1.1 connections (as `head` frames only those as tunnels).
     let result = if upgrades && req.version() == Version::HTTP_11 && is_upgrade(req.headers()) {
@@ -192,8 +375,14 @@ async fn respond(
     };
     match result {
         Ok((mut resp, tunnel)) => {
-            stats.response_time.observe(sent.elapsed());
+            let waited = sent.elapsed();
+            stats.response_time.observe(waited);
             stats.target_status(resp.status().as_u16());
+            if let Some((_, record)) = line {
+                record.target_processing_time = Some(waited);
+                record.response_processing_time = Some(std::time::Duration::ZERO);
+                record.target_status_code = Some(resp.status().as_u16());
+            }
             selection.cookies.apply(resp.headers_mut());
             (resp, tunnel)
         }

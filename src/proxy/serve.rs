@@ -30,6 +30,24 @@ use crate::tunnel::{self, CopyPath, TunnelHandle, TunnelReport};
 /// ALB serves up to 128 concurrent streams on one HTTP/2 connection.
 const MAX_CONCURRENT_STREAMS: u32 = 128;
 
+/// What the access log says of a client connection: its `conn_trace_id` and, on TLS,
+/// the version, cipher and SNI name.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Made when a log is on as the connection opens (a line of a connection accepted
+    /// before the access log was turned on gets one of its own).
+    pub trace_id: Option<Arc<str>>,
+    pub tls: Option<TlsInfo>,
+}
+
+/// A TLS connection's negotiated parameters, in OpenSSL's names.
+#[derive(Debug, Clone)]
+pub struct TlsInfo {
+    pub protocol: Option<&'static str>,
+    pub cipher: Option<&'static str>,
+    pub sni: Option<Arc<str>>,
+}
+
 /// A client connection as the listener hands it over: plain TCP, or TLS over TCP. Each
 /// kind says whether it negotiated HTTP/2 and how its tunnel moves bytes.
 pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static {
@@ -38,6 +56,9 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static 
 
     /// Whether ALPN chose HTTP/2.
     fn is_h2(&self) -> bool;
+
+    /// The negotiated TLS version, cipher and SNI name (`None` for plain TCP).
+    fn tls(&self) -> Option<TlsInfo>;
 
     /// The tunnel between this client stream and a target (see [`tunnel::splice`]).
     fn splice(
@@ -55,6 +76,10 @@ impl ClientStream for TcpStream {
 
     fn is_h2(&self) -> bool {
         false
+    }
+
+    fn tls(&self) -> Option<TlsInfo> {
+        None
     }
 
     /// Plain TCP on both sides: recv/send for small messages, splice(2) for bulk.
@@ -75,6 +100,16 @@ impl ClientStream for TlsStream<TcpStream> {
 
     fn is_h2(&self) -> bool {
         self.get_ref().1.alpn_protocol() == Some(b"h2")
+    }
+
+    fn tls(&self) -> Option<TlsInfo> {
+        let conn = self.get_ref().1;
+        let (protocol, cipher) = crate::tls::policy::openssl_names(conn);
+        Some(TlsInfo {
+            protocol,
+            cipher,
+            sni: conn.server_name().map(Arc::from),
+        })
     }
 
     /// TLS on the client side: bytes go through user space to be decrypted. The TLS
@@ -105,14 +140,32 @@ impl ClientStream for TlsStream<TcpStream> {
 /// the shutdown's tracker (in the current span). Each kind of connection is its own
 /// task, sized for what it holds: a plain connection's task never carries room for a
 /// TLS stream or an HTTP/2 server.
-pub fn serve<S: ClientStream>(stream: S, peer: SocketAddr, ctx: Arc<ListenerContext>) {
+pub fn serve<S: ClientStream>(
+    stream: S,
+    peer: SocketAddr,
+    ctx: Arc<ListenerContext>,
+    trace_id: Option<Arc<str>>,
+) {
     let tracker = ctx.runtime.shutdown.tracker.clone();
     let active = Active::new(&ctx.runtime.metrics);
+    // What only the access log reads is made only when there is one.
+    let logging = ctx.view().model.logs.access.is_some();
+    let info = if logging {
+        ConnInfo {
+            trace_id: Some(trace_id.unwrap_or_else(crate::observe::conn_trace_id)),
+            tls: stream.tls(),
+        }
+    } else {
+        ConnInfo {
+            trace_id,
+            tls: None,
+        }
+    };
     if stream.is_h2() {
         tracker.spawn(
             async move {
                 let _active = active;
-                serve_http2(stream, peer, ctx).await
+                serve_http2(stream, peer, ctx, Arc::new(info)).await
             }
             .in_current_span(),
         );
@@ -120,7 +173,7 @@ pub fn serve<S: ClientStream>(stream: S, peer: SocketAddr, ctx: Arc<ListenerCont
         tracker.spawn(
             async move {
                 let _active = active;
-                serve_http1(stream, peer, ctx).await
+                serve_http1(stream, peer, ctx, info).await
             }
             .in_current_span(),
         );
@@ -160,7 +213,12 @@ impl Drop for Active {
 /// its current request, or it switches protocols (then its tunnel opens). Request heads
 /// are read through [`ClientIo`], which applies ALB's limits, idle timeout and desync
 /// verdicts.
-async fn serve_http1<S: ClientStream>(io: S, peer: SocketAddr, ctx: Arc<ListenerContext>) {
+async fn serve_http1<S: ClientStream>(
+    io: S,
+    peer: SocketAddr,
+    ctx: Arc<ListenerContext>,
+    info: ConnInfo,
+) {
     // Connection-wide settings come from the config current when it opened.
     let (idle, desync) = {
         let view = ctx.view();
@@ -170,7 +228,7 @@ async fn serve_http1<S: ClientStream>(io: S, peer: SocketAddr, ctx: Arc<Listener
             lb.desync_mitigation_mode,
         )
     };
-    let conn_state = Arc::new(ConnState::default());
+    let conn_state = Arc::new(ConnState::new(info));
     let _processed = Processed(&conn_state, &ctx.runtime.metrics);
     let io = ClientIo::new(io, conn_state.clone(), desync, idle);
     let svc_ctx = ctx.clone();
@@ -187,31 +245,40 @@ async fn serve_http1<S: ClientStream>(io: S, peer: SocketAddr, ctx: Arc<Listener
         .max_headers(head::MAX_HEADERS)
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), service);
-    match until_stopped(Pin::new(&mut conn), &ctx, |c| c.graceful_shutdown()).await {
-        Some(Ok(())) => {}
-        Some(Err(e)) => {
-            tracing::debug!("Client connection ended with an error: {}", Chain(&e));
-            return;
-        }
-        None => return,
+    let ended = until_stopped(Pin::new(&mut conn), &ctx, |c| c.graceful_shutdown()).await;
+    if let Some(Err(e)) = &ended {
+        tracing::debug!("Client connection ended with an error: {}", Chain(e));
     }
     // A tunnel is left only when the service relayed a `101`, which ends hyper's part.
-    let Some(pending) = conn_state.take_tunnel() else {
+    let pending = match ended {
+        Some(Ok(())) => conn_state.take_tunnel(),
+        _ => None,
+    };
+    let Some(pending) = pending else {
+        // The last response is out (or never will be): its access-log line goes now.
+        conn_state.write_pending();
         return;
     };
+    // The `101` is out; the line is written when the tunnel closes.
+    let line = conn_state.take_pending().map(Box::new);
     let parts = conn.into_parts();
     let (client, unread) = parts.io.into_inner().into_inner();
     pending
-        .open(client, join(parts.read_buf, unread), &ctx.runtime)
+        .open(client, join(parts.read_buf, unread), &ctx.runtime, line)
         .await;
 }
 
 /// Serve HTTP/2 (negotiated by ALPN on an HTTPS listener). Requests reach targets as
 /// HTTP/1.1. Extended CONNECT (RFC 8441) is not offered, so browsers open WebSockets on
 /// a separate HTTP/1.1 connection, as they do with ALB.
-async fn serve_http2<S: ClientStream>(io: S, peer: SocketAddr, ctx: Arc<ListenerContext>) {
+async fn serve_http2<S: ClientStream>(
+    io: S,
+    peer: SocketAddr,
+    ctx: Arc<ListenerContext>,
+    info: Arc<ConnInfo>,
+) {
     let svc_ctx = ctx.clone();
-    let service = service_fn(move |req| respond::http2(req, svc_ctx.clone(), peer));
+    let service = service_fn(move |req| respond::http2(req, svc_ctx.clone(), peer, info.clone()));
     let conn = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)

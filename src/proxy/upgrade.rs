@@ -8,6 +8,8 @@
 //! carried a request with a body), the client side the listener's stream recovered from
 //! hyper's connection parts.
 
+use super::client_io::PendingLine;
+use crate::tunnel::TunnelRecord;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -157,7 +159,13 @@ impl PendingTunnel {
     /// Open the tunnel between `client` (the raw client stream, `prefix` the bytes read
     /// from it past the request head) and the target, as a task of its own: listed in
     /// the registry, ended through its handle, its record written when it closes.
-    pub async fn open<S: ClientStream>(self, client: S, prefix: Bytes, runtime: &Runtime) {
+    pub async fn open<S: ClientStream>(
+        self,
+        client: S,
+        prefix: Bytes,
+        runtime: &Runtime,
+        line: Option<Box<PendingLine>>,
+    ) {
         let (target, target_prefix) = match self.target {
             TargetSide::Ready(stream, rest) => (stream, rest),
             TargetSide::Handed(handed_back) => {
@@ -196,10 +204,34 @@ impl PendingTunnel {
             self.idle_timeout,
             registration.handle().clone(),
         );
+        let held = Held {
+            _in_flight: self.in_flight,
+            line,
+        };
         runtime
             .shutdown
             .tracker
-            .spawn(Tunnel::new(splice, registration, self.in_flight));
+            .spawn(Tunnel::new(splice, registration, held));
+    }
+}
+
+/// What a tunnel holds until it ends: the target's in-flight count, and its
+/// access-log line (the upgrade's, written with the bytes of the tunnel's whole life).
+struct Held {
+    _in_flight: InFlight,
+    // Boxed: an idle tunnel's task stays as small without an access log as before.
+    line: Option<Box<PendingLine>>,
+}
+
+impl crate::tunnel::OnEnd for Held {
+    fn ended(self, record: &TunnelRecord) {
+        if let Some(p) = self.line {
+            let mut line = p.record;
+            line.time = record.closed_at;
+            line.received_bytes += record.bytes_from_client;
+            line.sent_bytes += record.bytes_to_client;
+            p.log.write(line);
+        }
     }
 }
 

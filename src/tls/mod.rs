@@ -92,6 +92,18 @@ pub enum TlsError {
     Invalid(String),
 }
 
+impl TlsError {
+    /// A short reason for the connection log's `tls_verify_status` (`Failed:<reason>`).
+    pub fn reason_code(&self) -> &'static str {
+        match self {
+            TlsError::HandshakeTimeout => "HandshakeTimeout",
+            TlsError::Handshake(e) if e.kind() == io::ErrorKind::UnexpectedEof => "ClientClosed",
+            TlsError::Handshake(_) => "HandshakeError",
+            _ => "ConfigurationError",
+        }
+    }
+}
+
 /// Build a server config for a listener that serves HTTP/1.1: the first key is the default
 /// certificate (see [`server_config_with_alpn`]).
 pub fn server_config(

@@ -53,7 +53,7 @@ pub use record::{CloseCause, CopyPath, TunnelRecord};
 pub use registry::{
     NewTunnel, Registration, TunnelHandle, TunnelId, TunnelInfo, TunnelTarget, Tunnels,
 };
-pub use task::Tunnel;
+pub use task::{OnEnd, Tunnel};
 
 /// Why a tunnel ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -325,7 +325,7 @@ impl Tunnels {
     }
 
     /// Keep `record` of a tunnel that ended, and count it.
-    fn note_end(&self, record: TunnelRecord) {
+    fn note_end(&self, record: Arc<TunnelRecord>) {
         self.ended[record.cause.index()].fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(
             record.bytes_from_client + record.bytes_to_client,
@@ -335,7 +335,7 @@ impl Tunnels {
         if recent.len() == RECENT {
             recent.pop_front();
         }
-        recent.push_back(Arc::new(record));
+        recent.push_back(record);
     }
 
     /// End every open tunnel for `why`, and every tunnel that opens from now on.
@@ -359,10 +359,11 @@ impl Registration {
 
     /// The tunnel ended as `report` says: make its record, log it, keep it among the
     /// recent ones and count its cause; then the tunnel leaves the registry.
-    pub fn finish(self, report: super::TunnelReport) {
-        let record = TunnelRecord::new(&self.handle.info(), report);
+    pub fn finish(self, report: super::TunnelReport) -> Arc<TunnelRecord> {
+        let record = Arc::new(TunnelRecord::new(&self.handle.info(), report));
         record.log();
-        self.tunnels.note_end(record);
+        self.tunnels.note_end(record.clone());
+        record
     }
 }
 

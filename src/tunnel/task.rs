@@ -6,6 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use super::record::TunnelRecord;
 use super::registry::Registration;
 use super::TunnelReport;
 
@@ -36,18 +37,27 @@ where
     }
 }
 
+/// What a tunnel holds is told how it ended, with its record, when it ends.
+pub trait OnEnd {
+    fn ended(self, record: &TunnelRecord);
+}
+
 impl<F, G> Future for Tunnel<F, G>
 where
     F: Future<Output = TunnelReport>,
+    G: OnEnd,
 {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
         let report = std::task::ready!(this.splice.poll(cx));
-        drop(this.held.take());
+        let held = this.held.take();
         if let Some(registration) = this.registration.take() {
-            registration.finish(report);
+            let record = registration.finish(report);
+            if let Some(held) = held {
+                held.ended(&record);
+            }
         }
         Poll::Ready(())
     }

@@ -681,3 +681,4 @@ pub fn status_of(resp: &str) -> u16 {
 }
 
 pub mod aws;
+pub mod browser;

@@ -298,15 +298,20 @@ fn build(cx: &mut Cx<'_>, read: Read) -> Option<Config> {
         .as_ref()
         .and_then(|a| a.listen.as_ref().map(|l| l.span()));
     let admin = file.admin.and_then(|a| admin(cx, a));
-    let access_log = file.access_log.and_then(|a| {
+    let mut log = |a: crate::config::file::AccessLogConfig, what: &str| {
         if a.path.get_ref().trim().is_empty() {
-            cx.error(a.path.span(), "`path` of the access log cannot be empty");
+            cx.error(
+                a.path.span(),
+                format!("`path` of the {what} cannot be empty"),
+            );
             return None;
         }
         Some(AccessLog {
             path: cx.resolve(a.path.get_ref()),
         })
-    });
+    };
+    let access_log = file.access_log.and_then(|a| log(a, "access log"));
+    let connection_log = file.connection_log.and_then(|a| log(a, "connection log"));
 
     let (target_groups, ids) = target_group::target_groups(cx, &file.target_group);
     let ids = TargetGroupNames {
@@ -348,6 +353,7 @@ fn build(cx: &mut Cx<'_>, read: Read) -> Option<Config> {
         load_balancer: load_balancer?,
         admin,
         access_log,
+        connection_log,
         listeners: listeners?,
         target_groups: target_groups?,
         backends: backends?,

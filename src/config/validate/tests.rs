@@ -900,8 +900,12 @@ fn https_listener_cannot_redirect_to_http() {
 #[test]
 fn admin_and_access_log() {
     let c = ok(&with(
-        "[admin]\nlisten = \"127.0.0.1:9900\"\n[access_log]\npath = \"logs/access.log\"\n",
+        "[admin]\nlisten = \"127.0.0.1:9900\"\n[access_log]\npath = \"logs/access.log\"\n[connection_log]\npath = \"logs/conn.log\"\n",
     ));
+    assert_eq!(
+        c.connection_log.clone().unwrap().path,
+        PathBuf::from("/nonexistent-albatross-base/logs/conn.log")
+    );
     assert_eq!(c.admin.unwrap().listen.to_string(), "127.0.0.1:9900");
     assert_eq!(
         c.access_log.unwrap().path,

@@ -1,7 +1,8 @@
 //! ALB's ARNs, with ids derived from names so they stay the same across restarts and
 //! reloads: the load balancer's from its name, a target group's from its name, a
 //! listener's from its port, a rule's from its listener and the priority it had when it
-//! was created (rules created through the API get a random id instead).
+//! was created (rules created through the API get a random id instead). The API, the
+//! metrics and the access log all name things with these.
 
 use crate::config::model::LoadBalancer;
 

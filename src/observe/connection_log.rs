@@ -1,0 +1,77 @@
+//! One ALB connection-log entry: a client connection attempt on an HTTPS listener, in
+//! ALB's fields and order.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::log_file::Line;
+
+#[derive(Debug, Clone)]
+pub struct ConnectionRecord {
+    /// When the handshake ended (or failed).
+    pub time: SystemTime,
+    pub client: SocketAddr,
+    pub listener_port: u16,
+    pub tls_protocol: Option<&'static str>,
+    pub tls_cipher: Option<&'static str>,
+    /// `None` when the handshake failed (`-1`).
+    pub tls_handshake_latency: Option<Duration>,
+    /// `Success`, or `Failed:<reason>`.
+    pub tls_verify_status: String,
+    pub conn_trace_id: Arc<str>,
+}
+
+impl Line for ConnectionRecord {
+    fn write_line(&self, out: &mut String) {
+        let r = self;
+        let _ = write!(
+            out,
+            "{} {} {} {} {} {} ",
+            humantime::format_rfc3339_micros(r.time),
+            r.client.ip(),
+            r.client.port(),
+            r.listener_port,
+            r.tls_protocol.unwrap_or("-"),
+            r.tls_cipher.unwrap_or("-"),
+        );
+        match r.tls_handshake_latency {
+            Some(d) => {
+                let _ = write!(out, "{:.3}", d.as_secs_f64());
+            }
+            None => out.push_str("-1"),
+        }
+        // No mutual TLS: no client certificate.
+        let _ = write!(
+            out,
+            " \"-\" - - {} {}",
+            r.tls_verify_status, r.conn_trace_id
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_line_has_albs_fields() {
+        let mut line = String::new();
+        ConnectionRecord {
+            time: std::time::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456),
+            client: "192.0.2.1:40000".parse().unwrap(),
+            listener_port: 443,
+            tls_protocol: Some("TLSv1.3"),
+            tls_cipher: Some("TLS_AES_128_GCM_SHA256"),
+            tls_handshake_latency: Some(Duration::from_micros(1_500)),
+            tls_verify_status: "Success".into(),
+            conn_trace_id: Arc::from("TID_abc"),
+        }
+        .write_line(&mut line);
+        assert_eq!(
+            line,
+            "2023-11-14T22:13:20.123456Z 192.0.2.1 40000 443 TLSv1.3 TLS_AES_128_GCM_SHA256 0.002 \"-\" - - Success TID_abc"
+        );
+    }
+}
