@@ -211,3 +211,71 @@ fn sighup_reloads_the_config_file() {
     assert!(line.contains("Configuration reloaded"), "{line:?}");
     assert!(answer.ends_with("after"), "{answer}");
 }
+
+#[cfg(unix)]
+#[test]
+fn sigusr1_reopens_the_access_log_after_a_rename() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("albatross.toml");
+    std::fs::write(
+        &path,
+        "[access_log]\npath = \"logs/access.log\"\n\n[[listener]]\naddress = \"127.0.0.1\"\nport = 0\nprotocol = \"HTTP\"\n\
+         default_action = { type = \"fixed_response\", status_code = 200, message_body = \"ok\" }\n",
+    )
+    .unwrap();
+    let mut child = albatross()
+        .arg("--config")
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap() > 0 && !line.contains("listener on") {}
+    let addr = line.rsplit("http://").next().unwrap().trim().to_string();
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+    };
+    let log = dir.path().join("logs/access.log");
+    let rotated = dir.path().join("logs/access.log.1");
+    // Lines reach the file within the writer's interval (50 ms); wait for them, bounded.
+    let wait_for = |file: &std::path::Path, needle: &str| {
+        for _ in 0..200 {
+            if std::fs::read_to_string(file)
+                .unwrap_or_default()
+                .contains(needle)
+            {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        false
+    };
+    get("/first");
+    assert!(wait_for(&log, "/first"));
+    std::fs::rename(&log, &rotated).unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGUSR1) };
+    line.clear();
+    while reader.read_line(&mut line).unwrap() > 0 && !line.contains("SIGUSR1") {
+        line.clear();
+    }
+    get("/second");
+    let reopened = wait_for(&log, "/second");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(reopened, "the second line is in a new access.log");
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.contains("/first") && !old.contains("/second"), "{old}");
+}
