@@ -284,21 +284,33 @@ fn time(out: &mut String, t: SystemTime) {
         out.push_str(&last.1);
     });
     out.push('.');
-    let micros = since.subsec_micros();
-    let digits = itoa::Buffer::new().format(micros).len();
-    for _ in digits..6 {
+    let mut buf = itoa::Buffer::new();
+    let micros = buf.format(since.subsec_micros());
+    for _ in micros.len()..6 {
         out.push('0');
     }
-    int(out, micros);
+    out.push_str(micros);
     out.push('Z');
 }
 
 fn header_or_dash(out: &mut String, value: Option<&HeaderValue>) {
-    match value.map(|v| (v, v.to_str())) {
-        Some((_, Ok(text))) => quoted_or_dash(out, Some(text)),
-        Some((v, Err(_))) => quoted_or_dash(out, Some(&String::from_utf8_lossy(v.as_bytes()))),
-        None => out.push_str("\"-\""),
+    let Some(v) = value.filter(|v| !v.is_empty()) else {
+        out.push_str("\"-\"");
+        return;
+    };
+    let bytes = v.as_bytes();
+    // Usual case, one pass: printable ASCII with nothing to escape.
+    if bytes
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push('"');
+        // Checked above: ASCII, so valid UTF-8.
+        out.push_str(std::str::from_utf8(bytes).unwrap_or_default());
+        out.push('"');
+        return;
     }
+    quoted(out, &String::from_utf8_lossy(bytes));
 }
 
 fn quoted_or_dash(out: &mut String, value: Option<&str>) {
