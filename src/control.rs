@@ -95,9 +95,6 @@ pub struct Control {
     /// (configured, bound).
     admin: mpsc::UnboundedSender<AdminSocket>,
     admin_addr: Mutex<Option<(SocketAddr, SocketAddr)>>,
-    /// Counts applied changes: what was derived from one config (e.g. API rule ids) is
-    /// known stale when it moved.
-    generation: std::sync::atomic::AtomicU64,
     /// Counts applied reloads (the file becoming the running state again).
     reloads: std::sync::atomic::AtomicU64,
     /// Serialises changes.
@@ -135,7 +132,6 @@ impl Control {
             document: Mutex::new(document),
             admin,
             admin_addr: Mutex::new(None),
-            generation: std::sync::atomic::AtomicU64::new(0),
             reloads: std::sync::atomic::AtomicU64::new(0),
             changing: tokio::sync::Mutex::new(()),
         };
@@ -146,11 +142,6 @@ impl Control {
     /// The admin listener's bound address, if there is one.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         lock(&self.admin_addr).map(|(_, bound)| bound)
-    }
-
-    /// How many changes were applied since the start.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// How many reloads were applied since the start: what the API derived from the
@@ -220,8 +211,6 @@ impl Control {
         self.listeners.serve(&model, bound, &self.runtime);
         self.model.store(model);
         self.hand_admin_socket(admin_socket);
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok(applied)
     }
 

@@ -106,6 +106,15 @@ async fn health(aws: &mut Aws, group: &str, targets: &Value) -> (String, String)
     )
 }
 
+/// The value of attribute `key` in an `Attributes` result.
+fn attribute(attrs: &Value, key: &str) -> String {
+    let all = attrs["Attributes"].as_array().unwrap();
+    s(&all
+        .iter()
+        .find(|a| a["Key"] == key)
+        .unwrap_or_else(|| panic!("{key} missing: {attrs}"))["Value"])
+}
+
 async fn lb_arn(aws: &mut Aws) -> String {
     s(&aws.ok("describe_load_balancers", json!({})).await["LoadBalancers"][0]["LoadBalancerArn"])
 }
@@ -189,25 +198,21 @@ async fn load_balancer_listeners_and_attributes() {
             json!({ "LoadBalancerArn": arn }),
         )
         .await;
-    let value = |attrs: &Value, key: &str| -> String {
-        let all = attrs["Attributes"].as_array().unwrap();
-        s(&all
-            .iter()
-            .find(|a| a["Key"] == key)
-            .unwrap_or_else(|| panic!("{key} missing: {attrs}"))["Value"])
-    };
-    assert_eq!(value(&attrs, "idle_timeout.timeout_seconds"), "60");
+    assert_eq!(attribute(&attrs, "idle_timeout.timeout_seconds"), "60");
     assert_eq!(
-        value(&attrs, "routing.http.xff_header_processing.mode"),
+        attribute(&attrs, "routing.http.xff_header_processing.mode"),
         "append"
     );
     assert_eq!(
-        value(&attrs, "routing.http.desync_mitigation_mode"),
+        attribute(&attrs, "routing.http.desync_mitigation_mode"),
         "defensive"
     );
-    assert_eq!(value(&attrs, "deletion_protection.enabled"), "false");
-    assert_eq!(value(&attrs, "load_balancing.cross_zone.enabled"), "true");
-    assert_eq!(value(&attrs, "access_logs.s3.bucket"), "");
+    assert_eq!(attribute(&attrs, "deletion_protection.enabled"), "false");
+    assert_eq!(
+        attribute(&attrs, "load_balancing.cross_zone.enabled"),
+        "true"
+    );
+    assert_eq!(attribute(&attrs, "access_logs.s3.bucket"), "");
     let changed = aws
         .ok(
             "modify_load_balancer_attributes",
@@ -217,7 +222,7 @@ async fn load_balancer_listeners_and_attributes() {
             ]}),
         )
         .await;
-    assert_eq!(value(&changed, "idle_timeout.timeout_seconds"), "120");
+    assert_eq!(attribute(&changed, "idle_timeout.timeout_seconds"), "120");
     assert_eq!(
         proxy.config().load_balancer.idle_timeout,
         Duration::from_secs(120)
@@ -612,18 +617,14 @@ async fn target_groups_attributes_and_health_checks() {
             json!({ "TargetGroupArn": blue_arn }),
         )
         .await;
-    let value = |attrs: &Value, key: &str| -> String {
-        let all = attrs["Attributes"].as_array().unwrap();
-        s(&all
-            .iter()
-            .find(|a| a["Key"] == key)
-            .unwrap_or_else(|| panic!("{key} missing: {attrs}"))["Value"])
-    };
-    assert_eq!(value(&attrs, "deregistration_delay.timeout_seconds"), "300");
-    assert_eq!(value(&attrs, "stickiness.enabled"), "false");
-    assert_eq!(value(&attrs, "stickiness.type"), "lb_cookie");
     assert_eq!(
-        value(&attrs, "load_balancing.algorithm.type"),
+        attribute(&attrs, "deregistration_delay.timeout_seconds"),
+        "300"
+    );
+    assert_eq!(attribute(&attrs, "stickiness.enabled"), "false");
+    assert_eq!(attribute(&attrs, "stickiness.type"), "lb_cookie");
+    assert_eq!(
+        attribute(&attrs, "load_balancing.algorithm.type"),
         "round_robin"
     );
     let changed = aws
@@ -636,10 +637,13 @@ async fn target_groups_attributes_and_health_checks() {
             { "Key": "load_balancing.algorithm.type", "Value": "least_outstanding_requests" } ] }),
         )
         .await;
-    assert_eq!(value(&changed, "deregistration_delay.timeout_seconds"), "7");
-    assert_eq!(value(&changed, "stickiness.enabled"), "true");
     assert_eq!(
-        value(&changed, "stickiness.lb_cookie.duration_seconds"),
+        attribute(&changed, "deregistration_delay.timeout_seconds"),
+        "7"
+    );
+    assert_eq!(attribute(&changed, "stickiness.enabled"), "true");
+    assert_eq!(
+        attribute(&changed, "stickiness.lb_cookie.duration_seconds"),
         "600"
     );
     let running = proxy.config();

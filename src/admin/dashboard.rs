@@ -285,25 +285,16 @@ fn action(config: &Config, a: &Action) -> Value {
                 .iter()
                 .map(|w| json!({ "name": config.target_group(w.id).name, "weight": w.weight }))
                 .collect();
-            let names: Vec<String> = f
-                .target_groups
-                .iter()
-                .map(|w| {
-                    let name = &config.target_group(w.id).name;
-                    if f.target_groups.len() == 1 {
-                        name.clone()
-                    } else {
-                        format!("{name} (weight {})", w.weight)
-                    }
-                })
-                .collect();
             let sticky = f
                 .stickiness
                 .map(|d| format!(", sticky for {}", dur(d)))
                 .unwrap_or_default();
             json!({
                 "type": a.kind(),
-                "text": format!("forward to {}{sticky}", names.join(", ")),
+                "text": format!(
+                    "forward to {}{sticky}",
+                    crate::config::forward_groups(config, f)
+                ),
                 "target_groups": groups,
             })
         }

@@ -83,8 +83,9 @@ impl Snapshot {
             let stats = &g.stats;
             let targets = g.targets();
             in_flight += targets.iter().map(|t| t.outstanding() as u64).sum::<u64>();
-            let state_count =
-                |s: HealthState| targets.iter().filter(|t| t.health().state() == s).count() as i64;
+            // One read of each target's health, for both counts.
+            let states: Vec<HealthState> = targets.iter().map(|t| t.health().state()).collect();
+            let state_count = |s: HealthState| states.iter().filter(|&&x| x == s).count() as i64;
             healthy.push((labels(), Value::Gauge(state_count(HealthState::Healthy))));
             unhealthy.push((labels(), Value::Gauge(state_count(HealthState::Unhealthy))));
             requests.push((labels(), count(&stats.requests)));

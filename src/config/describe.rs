@@ -239,26 +239,32 @@ fn condition(c: &Condition) -> String {
     }
 }
 
+/// A forward action's groups: the name alone, or each with its weight when there are
+/// several (`blue (weight 80), green (weight 20)`).
+pub fn forward_groups(c: &Config, f: &crate::config::model::Forward) -> String {
+    let groups: Vec<String> = f
+        .target_groups
+        .iter()
+        .map(|w| {
+            let name = &c.target_group(w.id).name;
+            if f.target_groups.len() == 1 {
+                name.clone()
+            } else {
+                format!("{name} (weight {})", w.weight)
+            }
+        })
+        .collect();
+    groups.join(", ")
+}
+
 fn action(c: &Config, a: &Action) -> String {
     match a {
         Action::Forward(f) => {
-            let groups: Vec<String> = f
-                .target_groups
-                .iter()
-                .map(|w| {
-                    let name = &c.target_group(w.id).name;
-                    if f.target_groups.len() == 1 {
-                        name.clone()
-                    } else {
-                        format!("{name} (weight {})", w.weight)
-                    }
-                })
-                .collect();
             let sticky = f
                 .stickiness
                 .map(|d| format!(", target group stickiness {}", dur(d)))
                 .unwrap_or_default();
-            format!("forward to {}{sticky}", groups.join(", "))
+            format!("forward to {}{sticky}", forward_groups(c, f))
         }
         Action::Redirect(r) => {
             let query = if r.query.is_empty() {

@@ -75,7 +75,7 @@ pub struct Origin {
     pub base_dir: PathBuf,
 }
 
-pub use describe::describe;
+pub use describe::{describe, forward_groups};
 pub use duration::parse as parse_duration;
 pub use validate::Validated;
 

@@ -105,30 +105,34 @@ impl ConnState {
             })
         });
         if let Some(p) = previous {
-            self.finish(p);
+            self.write(p);
         }
     }
 
     /// Write the held record, its `sent_bytes` being what went out since its response
     /// began.
     pub fn write_pending(&self) {
-        let held = self.pending_log.lock().ok().and_then(|mut p| p.take());
-        if let Some(p) = held {
-            self.finish(p);
+        if let Some(p) = self.take_pending() {
+            p.log.write(p.record);
         }
     }
 
-    /// The held record, for a tunnel to finish (its response, the `101`, is out).
+    /// The held record with its `sent_bytes` (for a tunnel to finish: its response, the
+    /// `101`, is out).
     pub fn take_pending(&self) -> Option<PendingLine> {
-        let mut p = self.pending_log.lock().ok()?.take()?;
-        p.record.sent_bytes = self.sent.load(Ordering::Relaxed) - p.sent_before;
-        p.sent_before = self.sent.load(Ordering::Relaxed);
-        Some(p)
+        let p = self.pending_log.lock().ok()?.take()?;
+        Some(self.sent_so_far(p))
     }
 
-    fn finish(&self, mut p: PendingLine) {
-        p.record.sent_bytes = self.sent.load(Ordering::Relaxed) - p.sent_before;
+    fn write(&self, p: PendingLine) {
+        let p = self.sent_so_far(p);
         p.log.write(p.record);
+    }
+
+    /// `p` with what went out since its response began as its `sent_bytes`.
+    fn sent_so_far(&self, mut p: PendingLine) -> PendingLine {
+        p.record.sent_bytes = self.sent.load(Ordering::Relaxed) - p.sent_before;
+        p
     }
 
     /// The verdict for the next request hyper hands the service (compliant when the

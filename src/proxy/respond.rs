@@ -170,14 +170,10 @@ fn line_for(
     let now = SystemTime::now();
     let tls = conn.tls.as_ref();
     // Raw values (shared, not copied): the log's own thread formats them.
-    let host = match req.uri().authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => req.headers().get(http::header::HOST).cloned(),
-    };
     let request = RequestLine {
         method: req.method().clone(),
         scheme: ctx.protocol.scheme(),
-        host,
+        host: request_host_value(req),
         port: ctx.port,
         uri: req.uri().clone(),
         version: req.version(),
@@ -288,7 +284,8 @@ async fn respond(
     upgrades: bool,
     line: &mut LogLine,
 ) -> (Response<ProxyBody>, Option<Box<PendingTunnel>>) {
-    let received = std::time::Instant::now();
+    // Only the access log's request_processing_time needs the arrival instant.
+    let received = line.as_ref().map(|_| std::time::Instant::now());
     let mut req = req;
     if let Some((_, record)) = line {
         // ALB sets the trace id as the request arrives; the log carries it.
@@ -351,7 +348,7 @@ async fn respond(
             .names
             .group_arn(&selection.in_flight.target().group)
             .cloned();
-        record.request_processing_time = Some(received.elapsed());
+        record.request_processing_time = received.map(|r| r.elapsed());
     }
     let sent = std::time::Instant::now();
     let fwd = Forwarded {
@@ -398,15 +395,18 @@ async fn respond(
 }
 
 /// The host a request addressed: absolute-form authority, else the Host header.
-fn request_host<B>(req: &Request<B>) -> String {
-    if let Some(a) = req.uri().authority() {
-        return a.as_str().to_string();
+fn request_host_value<B>(req: &Request<B>) -> Option<HeaderValue> {
+    match req.uri().authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => req.headers().get(http::header::HOST).cloned(),
     }
-    req.headers()
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
+}
+
+/// [`request_host_value`] as text (empty when there is none).
+fn request_host<B>(req: &Request<B>) -> String {
+    request_host_value(req)
+        .and_then(|v| v.to_str().ok().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// Count a response the load balancer made itself (its own pages, fixed responses,
