@@ -26,6 +26,8 @@ use tokio::sync::mpsc;
 use crate::config::{self, Config, ConfigErrors, Origin};
 use crate::listener::{BindError, BoundListener, Listeners};
 use crate::proxy::{Model, Runtime};
+use crate::target_group::{HealthState, TargetsError};
+use crate::tunnel::{DisconnectMode, TunnelId, TunnelInfo};
 
 /// Where the running config came from, so that a reload can read it again.
 #[derive(Debug, Clone)]
@@ -182,6 +184,36 @@ impl Control {
 
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
+    }
+
+    /// The open tunnels, by id.
+    pub fn tunnels(&self) -> Vec<TunnelInfo> {
+        let mut open: Vec<TunnelInfo> = self.runtime.tunnels.list().iter().map(|t| t.info()).collect();
+        open.sort_by_key(|t| t.id);
+        open
+    }
+
+    /// End tunnel `id` as `mode` says; what it was, or `None` when no such tunnel is open.
+    pub fn disconnect(&self, id: TunnelId, mode: DisconnectMode) -> Option<TunnelInfo> {
+        self.runtime.tunnels.disconnect(id, mode)
+    }
+
+    /// End every open tunnel to `target` of group `group` as `mode` says; what they were,
+    /// by id. An unknown group, or a target that is neither registered in it nor has a
+    /// tunnel from it, is an error.
+    pub fn disconnect_target(
+        &self,
+        group: &str,
+        target: SocketAddr,
+        mode: DisconnectMode,
+    ) -> Result<Vec<TunnelInfo>, TargetsError> {
+        let registered = self.runtime.targets.by_name(group)?.describe_target(target).state
+            != HealthState::Unused;
+        let ended = self.runtime.tunnels.disconnect_target(group, target, mode);
+        if ended.is_empty() && !registered {
+            return Err(TargetsError::NotRegistered(target));
+        }
+        Ok(ended)
     }
 
     /// The listeners as bound, in config order.

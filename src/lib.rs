@@ -58,6 +58,9 @@ use tokio::net::TcpListener;
 use config::{Config, ConfigErrors, Origin};
 use control::{ConfigSource, Control};
 pub use listener::BoundListener;
+pub use tunnel::{DisconnectMode, TunnelId, TunnelInfo};
+/// DESIGN.md's name for the disconnect modes: `handle.disconnect(id, Mode::NetworkDrop)`.
+pub use tunnel::DisconnectMode as Mode;
 use proxy::Runtime;
 use shutdown::Shutdown;
 pub use target_group::{HealthState, Reason, TargetHealthDescription, TargetsError};
@@ -331,10 +334,29 @@ impl ProxyHandle {
         }
     }
 
-    /// The open tunnels, in no particular order.
+    /// The open tunnels, by id: what each joins, the bytes it carried so far each way
+    /// and how long it has been idle (as `GET /tunnels` lists them).
     pub fn tunnels(&self) -> Vec<tunnel::TunnelInfo> {
-        let tunnels = &self.control.runtime().tunnels;
-        tunnels.list().iter().map(|t| t.info()).collect()
+        self.control.tunnels()
+    }
+
+    /// End tunnel `id` the way `mode` says (DESIGN.md, "Disconnects on demand"); what
+    /// the tunnel was, or `None` when no such tunnel is open. The tunnel's close is
+    /// recorded with cause `disconnect_<mode>`.
+    pub fn disconnect(&self, id: tunnel::TunnelId, mode: DisconnectMode) -> Option<tunnel::TunnelInfo> {
+        self.control.disconnect(id, mode)
+    }
+
+    /// [`ProxyHandle::disconnect`] for every open tunnel to `target` in `group`; what
+    /// they were. An unknown group, or a target neither registered there nor with an
+    /// open tunnel, is an error.
+    pub fn disconnect_target(
+        &self,
+        group: &str,
+        target: SocketAddr,
+        mode: DisconnectMode,
+    ) -> Result<Vec<tunnel::TunnelInfo>, TargetsError> {
+        self.control.disconnect_target(group, target, mode)
     }
 
     /// Stop within the configured `shutdown_timeout`: stop accepting, let in-flight

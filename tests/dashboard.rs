@@ -104,9 +104,8 @@ async fn snapshot_until(admin: SocketAddr, what: &str, accept: impl Fn(&Value) -
     .await
 }
 
-/// Exchange a few bytes each way (5 from the client, 6 to it), then close the tunnel
-/// from the client's side: its FIN reaches the target, which closes too.
-async fn talk_then_client_close(mut client: TcpStream, mut server: TcpStream) {
+/// Exchange a few bytes each way: 5 from the client, 6 to it.
+async fn talk(client: &mut TcpStream, server: &mut TcpStream) {
     client.write_all(b"hello").await.unwrap();
     let mut five = [0u8; 5];
     within("bytes at the target", server.read_exact(&mut five))
@@ -117,6 +116,10 @@ async fn talk_then_client_close(mut client: TcpStream, mut server: TcpStream) {
     within("bytes at the client", client.read_exact(&mut six))
         .await
         .unwrap();
+}
+
+/// Close the tunnel from the client's side: its FIN reaches the target, which closes too.
+async fn client_close(client: TcpStream, mut server: TcpStream) {
     drop(client);
     let mut rest = Vec::new();
     let _ = within("EOF at the target", server.read_to_end(&mut rest)).await;
@@ -210,9 +213,20 @@ async fn the_json_tells_listeners_groups_and_tunnels() {
         (&Value::from(1), &Value::from(1), &Value::from(1))
     );
 
+    // Bytes moved: the open tunnel shows them, and how long it has been idle since.
+    let (mut client, mut server) = (client, server);
+    talk(&mut client, &mut server).await;
+    let s = snapshot_until(admin, "the tunnel's bytes in the JSON", |s| {
+        s["open_tunnels"][0]["bytes_from_client"] == 5 && s["open_tunnels"][0]["bytes_to_client"] == 6
+    })
+    .await;
+    let idle_ms = s["open_tunnels"][0]["idle_for_ms"].as_u64().unwrap();
+    let age_ms = s["open_tunnels"][0]["age_ms"].as_u64().unwrap();
+    assert!(idle_ms <= age_ms, "idle {idle_ms} ms in {age_ms} ms");
+
     // Closed by the client: gone from the open list, recorded with cause and bytes.
     let id = open["id"].clone();
-    talk_then_client_close(client, server).await;
+    client_close(client, server).await;
     let s = snapshot_until(admin, "the tunnel among the closed ones", |s| {
         s["open_tunnels"].as_array().is_some_and(|t| t.is_empty())
             && s["closed_tunnels"][0]["id"] == id
@@ -224,7 +238,7 @@ async fn the_json_tells_listeners_groups_and_tunnels() {
     assert_eq!(closed["bytes_to_client"], 6);
     assert_eq!(closed["client"], client_addr.as_str());
     let ended = s["ended"].as_array().unwrap();
-    assert_eq!(ended.len(), 8, "every cause is counted: {ended:?}");
+    assert_eq!(ended.len(), 13, "every cause is counted: {ended:?}");
     assert!(
         ended
             .iter()
@@ -412,10 +426,31 @@ async fn the_page_follows_tunnels_live_in_a_browser() {
         "{counted}"
     );
 
+    // Bytes moved through the open tunnel show on its row within LIVE, with its idle time.
+    let (mut client, mut server) = (client, server);
+    let talked = tokio::time::Instant::now();
+    talk(&mut client, &mut server).await;
+    let moved = format!(
+        "(() => {{
+            const row = document.querySelector('tr[data-tunnel-id=\"{id}\"]');
+            const n = (a) => row && Number(row.querySelector(`[${{a}}]`).getAttribute(a));
+            return row && [n('data-bytes-from-client'), n('data-bytes-to-client'), n('data-idle-ms')];
+        }})()"
+    );
+    let shown = browser
+        .wait_until(
+            "the tunnel's bytes on the page",
+            LIVE.saturating_sub(talked.elapsed()),
+            &moved,
+            |v| (v[0] == 5 && v[1] == 6).then(|| v.clone()),
+        )
+        .await;
+    assert!(shown[2].as_u64().is_some(), "idle time shown: {shown}");
+
     // (c) Closed by the client: gone from the open list and listed closed, with its
     // cause and bytes, within LIVE.
     let closing = tokio::time::Instant::now();
-    talk_then_client_close(client, server).await;
+    client_close(client, server).await;
     let closed = browser
         .wait_until(
             "the tunnel to move from open to closed",

@@ -175,6 +175,9 @@ pub fn snapshot(
                 "target_group": &**t.target_group(),
                 "opened_at_ms": millis_since_epoch(t.opened_at()),
                 "age_ms": millis(now.duration_since(t.opened_at()).unwrap_or_default()),
+                "bytes_from_client": t.bytes_from_client,
+                "bytes_to_client": t.bytes_to_client,
+                "idle_for_ms": millis(t.idle_for),
             })
         })
         .collect();

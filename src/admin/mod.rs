@@ -6,6 +6,8 @@
 //! | `POST /`, `GET /?Action=…` | the ELBv2 Query API (`elbv2`) |
 //! | `POST /reload` | read the config file again ([`Control::reload`]) |
 //! | `GET /`, `GET /dashboard.json` | the live dashboard and its data (`dashboard`) |
+//! | `GET /metrics` | Prometheus metrics with CloudWatch's names (`metrics`) |
+//! | `GET /tunnels`, `POST …/disconnect?mode=` | list tunnels, end them on demand (`tunnels`) |
 //!
 //! It is loopback by default (a config with another address needs `credentials`). With
 //! `[admin] credentials`, an API call needs a SigV4 signature for that key (`sigv4`) and
@@ -14,13 +16,15 @@
 //! [`MAX_BODY`] bytes, each read within [`READ_TIMEOUT`].
 //!
 //! The admin listener changes the running state only through the control plane
-//! ([`Control::edit`], [`Control::reload`]) and the target groups' registrations.
+//! ([`Control::edit`], [`Control::reload`], [`Control::disconnect`]) and the target
+//! groups' registrations.
 
 pub use crate::arn;
 mod dashboard;
 mod elbv2;
 mod metrics;
 pub mod query;
+mod tunnels;
 pub mod sigv4;
 
 pub use elbv2::{modify_load_balancer_attributes, modify_target_group_attributes};
@@ -212,6 +216,9 @@ async fn handle(admin: &Admin, request: Request<Incoming>) -> Answer {
                 )))
                 .unwrap_or_default();
         }
+    }
+    if let Some(answer) = tunnels::route(&admin.control, &parts.method, path, parts.uri.query()) {
+        return answer;
     }
     match (&parts.method, path) {
         (&Method::GET, "/metrics") => Response::builder()

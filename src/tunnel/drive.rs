@@ -12,13 +12,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use super::control::EndSignal;
+use super::control::{DisconnectMode, EndRequest, Supervisor};
 use super::direction::{Direction, Fault, Faulty};
 use super::idle::IdleClock;
-use super::{TunnelEnd, TunnelReport};
+use super::{Resettable, TunnelEnd, TunnelReport};
 
 /// How long closing a tunnel may wait for the write shutdowns (a TLS
 /// close_notify to a peer that is not reading) before just dropping the sockets.
@@ -36,12 +36,18 @@ enum Side {
 enum Stage {
     /// Moving bytes; the side whose EOF came first, once one has.
     Running { first_eof: Option<Side> },
+    /// A network drop: nothing is read or written either way until the idle timeout
+    /// has passed since the drop (or another end is requested).
+    Dropped,
     /// The tunnel ended with `end`; shutting down the write halves still open,
-    /// for at most [`SHUTDOWN_GRACE`].
+    /// for at most [`SHUTDOWN_GRACE`], after reading and discarding what waits in their
+    /// receive buffers when `drain` (a socket closed with unread bytes would send an RST
+    /// instead of a FIN).
     Closing {
         end: TunnelEnd,
         client_open: bool,
         target_open: bool,
+        drain: bool,
     },
     /// The report was returned.
     Finished,
@@ -75,8 +81,8 @@ pub(crate) fn drive<C, T, Up, Down, E>(
     end: E,
 ) -> Drive<C, T, Up, Down, E>
 where
-    C: AsyncWrite + Unpin,
-    T: AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Resettable + Unpin,
+    T: AsyncRead + AsyncWrite + Resettable + Unpin,
     Up: Direction<C, T>,
     Down: Direction<T, C>,
 {
@@ -95,11 +101,11 @@ where
 
 impl<C, T, Up, Down, E> Future for Drive<C, T, Up, Down, E>
 where
-    C: AsyncWrite + Unpin,
-    T: AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Resettable + Unpin,
+    T: AsyncRead + AsyncWrite + Resettable + Unpin,
     Up: Direction<C, T>,
     Down: Direction<T, C>,
-    E: EndSignal,
+    E: Supervisor,
 {
     type Output = TunnelReport;
 
@@ -112,30 +118,50 @@ where
                         Poll::Ready(end) => end,
                         Poll::Pending => return Poll::Pending,
                     };
-                    // Shut down the write halves that are still open on healthy
-                    // sides; a failed side is just dropped.
-                    let (close_client, close_target) = match end {
-                        TunnelEnd::ClientClosed | TunnelEnd::TargetClosed => (false, false),
-                        TunnelEnd::IdleTimeout | TunnelEnd::Ended(_) => (true, true),
-                        TunnelEnd::ClientError(_) => (false, true),
-                        TunnelEnd::TargetError(_) => (true, false),
-                    };
-                    let client_open = close_client && !this.down.is_done();
-                    let target_open = close_target && !this.up.is_done();
-                    if client_open || target_open {
-                        this.sleep.as_mut().reset(Instant::now() + SHUTDOWN_GRACE);
+                    match end {
+                        TunnelEnd::Ended(EndRequest::Disconnect(DisconnectMode::NetworkDrop)) => {
+                            let since_drop = Instant::now() + this.clock.timeout();
+                            this.sleep.as_mut().reset(since_drop);
+                            *this.stage = Stage::Dropped;
+                        }
+                        TunnelEnd::Ended(EndRequest::Disconnect(DisconnectMode::Reset)) => {
+                            reset(this.client, this.target);
+                            return Poll::Ready(finish(this, end));
+                        }
+                        end => start_closing(&mut this, end, end),
                     }
-                    *this.stage = Stage::Closing {
-                        end,
-                        client_open,
-                        target_open,
-                    };
+                }
+                Stage::Dropped => {
+                    let dropped = TunnelEnd::Ended(EndRequest::Disconnect(DisconnectMode::NetworkDrop));
+                    // Whatever ends a dropped tunnel, its cause stays the drop.
+                    match this.end.poll_end_after(cx, EndRequest::Disconnect(DisconnectMode::NetworkDrop)) {
+                        Poll::Ready(EndRequest::Disconnect(DisconnectMode::Reset)) => {
+                            reset(this.client, this.target);
+                            return Poll::Ready(finish(this, dropped));
+                        }
+                        Poll::Ready(_) => start_closing(&mut this, dropped, TunnelEnd::IdleTimeout),
+                        Poll::Pending => {
+                            if this.sleep.as_mut().poll(cx).is_pending() {
+                                return Poll::Pending;
+                            }
+                            start_closing(&mut this, dropped, TunnelEnd::IdleTimeout);
+                        }
+                    }
                 }
                 Stage::Closing {
                     end,
                     mut client_open,
                     mut target_open,
+                    drain,
                 } => {
+                    if drain {
+                        if client_open {
+                            drain_unread(cx, this.client);
+                        }
+                        if target_open {
+                            drain_unread(cx, this.target);
+                        }
+                    }
                     if client_open && poll_close(cx, this.client).is_ready() {
                         client_open = false;
                     }
@@ -147,25 +173,88 @@ where
                             end,
                             client_open,
                             target_open,
+                            drain,
                         };
                         return Poll::Pending;
                     }
-                    *this.stage = Stage::Finished;
-                    let report = TunnelReport {
-                        client_to_target: this.up.transferred(),
-                        target_to_client: this.down.transferred(),
-                        end,
-                    };
-                    tracing::debug!(
-                        client_to_target = report.client_to_target,
-                        target_to_client = report.target_to_client,
-                        end = ?report.end,
-                        "tunnel ended"
-                    );
-                    return Poll::Ready(report);
+                    return Poll::Ready(finish(this, end));
                 }
                 Stage::Finished => panic!("a tunnel was polled after it finished"),
             }
+        }
+    }
+}
+
+/// Moves `this` to closing, recording `end` as how the tunnel ended and shutting down
+/// the sockets as an end `how` calls for: the write halves still open on healthy sides
+/// (a failed side is just dropped).
+fn start_closing<C, T, Up, Down, E>(
+    this: &mut DriveProj<'_, C, T, Up, Down, E>,
+    end: TunnelEnd,
+    how: TunnelEnd,
+) where
+    C: AsyncWrite + Unpin,
+    T: AsyncWrite + Unpin,
+    Up: Direction<C, T>,
+    Down: Direction<T, C>,
+{
+    let (close_client, close_target) = match how {
+        TunnelEnd::ClientClosed | TunnelEnd::TargetClosed => (false, false),
+        TunnelEnd::IdleTimeout | TunnelEnd::Ended(_) => (true, true),
+        TunnelEnd::ClientError(_) => (false, true),
+        TunnelEnd::TargetError(_) => (true, false),
+    };
+    let client_open = close_client && !this.down.is_done();
+    let target_open = close_target && !this.up.is_done();
+    if client_open || target_open {
+        this.sleep.as_mut().reset(Instant::now() + SHUTDOWN_GRACE);
+    }
+    *this.stage = Stage::Closing {
+        end,
+        client_open,
+        target_open,
+        // Only a tunnel closed while bytes may still be on their way has unread ones.
+        drain: matches!(how, TunnelEnd::IdleTimeout | TunnelEnd::Ended(_)),
+    };
+}
+
+/// The report of a tunnel that ended as `end`; the stage becomes `Finished`.
+fn finish<C, T, Up, Down, E>(this: DriveProj<'_, C, T, Up, Down, E>, end: TunnelEnd) -> TunnelReport
+where
+    Up: Direction<C, T>,
+    Down: Direction<T, C>,
+{
+    *this.stage = Stage::Finished;
+    let report = TunnelReport {
+        client_to_target: this.up.transferred(),
+        target_to_client: this.down.transferred(),
+        end,
+    };
+    tracing::debug!(
+        client_to_target = report.client_to_target,
+        target_to_client = report.target_to_client,
+        end = ?report.end,
+        "tunnel ended"
+    );
+    report
+}
+
+/// Both sockets will send an RST when they are dropped (right after this).
+fn reset<C: Resettable, T: Resettable>(client: &C, target: &T) {
+    client.reset_on_close();
+    target.reset_on_close();
+}
+
+/// Reads and discards what `stream` has received, without waiting, so that closing it
+/// sends a FIN (the kernel answers a close with unread bytes with an RST). Bounded: a
+/// peer that keeps sending gets its RST.
+fn drain_unread<S: AsyncRead + Unpin>(cx: &mut Context<'_>, stream: &mut S) {
+    let mut scratch = [0u8; 2048];
+    for _ in 0..32 {
+        let mut buf = ReadBuf::new(&mut scratch);
+        match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) if !buf.filled().is_empty() => {}
+            _ => return,
         }
     }
 }
@@ -182,7 +271,7 @@ where
     T: AsyncWrite + Unpin,
     Up: Direction<C, T>,
     Down: Direction<T, C>,
-    E: EndSignal,
+    E: Supervisor,
 {
     if let Poll::Ready(why) = this.end.poll_end(cx) {
         return Poll::Ready(TunnelEnd::Ended(why));
@@ -227,7 +316,9 @@ where
         });
     }
     if activity {
-        this.clock.touch(Instant::now());
+        let now = Instant::now();
+        this.clock.touch(now);
+        this.end.progress(this.up.transferred(), this.down.transferred(), now);
     }
     this.clock
         .poll_expired(cx, this.sleep.as_mut())

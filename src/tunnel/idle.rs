@@ -27,6 +27,11 @@ impl IdleClock {
         }
     }
 
+    /// How long a tunnel may stay idle.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// When the tunnel times out if nothing else moves.
     pub(crate) fn deadline(&self) -> Instant {
         self.last_activity + self.timeout

@@ -46,7 +46,7 @@ use tokio::net::TcpStream;
 
 use direction::BufferedCopy;
 
-pub use control::{EndRequest, EndSignal, TunnelControl};
+pub use control::{DisconnectMode, EndRequest, Supervisor, TunnelControl, UnknownMode};
 pub use drive::SHUTDOWN_GRACE;
 pub use pool::BUF_SIZE;
 pub use record::{CloseCause, CopyPath, TunnelRecord};
@@ -54,6 +54,39 @@ pub use registry::{
     NewTunnel, Registration, TunnelHandle, TunnelId, TunnelInfo, TunnelTarget, Tunnels,
 };
 pub use task::{OnEnd, Tunnel};
+
+/// A tunnel's socket, which can be made to close with an RST (`SO_LINGER` 0) for the
+/// `reset` disconnect. A stream that is no socket closes as it always does.
+pub trait Resettable {
+    /// Make the next close of the socket send an RST; best effort.
+    fn reset_on_close(&self);
+}
+
+impl Resettable for TcpStream {
+    fn reset_on_close(&self) {
+        if let Err(e) = self.set_zero_linger() {
+            tracing::debug!("SO_LINGER 0 could not be set: {e}.");
+        }
+    }
+}
+
+impl<S: Resettable + ?Sized> Resettable for Box<S> {
+    fn reset_on_close(&self) {
+        (**self).reset_on_close()
+    }
+}
+
+impl<S: Resettable> Resettable for tokio_rustls::server::TlsStream<S> {
+    fn reset_on_close(&self) {
+        self.get_ref().0.reset_on_close()
+    }
+}
+
+impl<S: Resettable> Resettable for tokio_rustls::client::TlsStream<S> {
+    fn reset_on_close(&self) {
+        self.get_ref().0.reset_on_close()
+    }
+}
 
 /// Why a tunnel ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +97,8 @@ pub enum TunnelEnd {
     TargetClosed,
     /// No byte moved either way for the idle timeout.
     IdleTimeout,
-    /// The end signal asked for it (deregistration, shutdown).
+    /// The end signal asked for it (deregistration, shutdown, a disconnect). A tunnel
+    /// whose network was dropped ends so whatever closes it afterwards.
     Ended(EndRequest),
     /// An I/O error on the client side.
     ClientError(std::io::ErrorKind),
@@ -83,7 +117,8 @@ pub struct TunnelReport {
 }
 
 /// Splice `client` and `target` until both directions end, one side fails,
-/// nothing moves for `idle_timeout`, or `end` asks for it.
+/// nothing moves for `idle_timeout`, or `end` asks for it (a disconnect ends the
+/// tunnel as its [`DisconnectMode`] says).
 ///
 /// `client_prefix` (bytes read from the client past the request head) is
 /// written to the target first; `target_prefix` (bytes read from the target
@@ -104,9 +139,9 @@ pub fn splice<C, T, E>(
     end: E,
 ) -> impl Future<Output = TunnelReport>
 where
-    C: AsyncRead + AsyncWrite + Unpin,
-    T: AsyncRead + AsyncWrite + Unpin,
-    E: EndSignal,
+    C: AsyncRead + AsyncWrite + Resettable + Unpin,
+    T: AsyncRead + AsyncWrite + Resettable + Unpin,
+    E: Supervisor,
 {
     // A plain `fn` rather than `async fn`: an `async fn` wrapper would store
     // its arguments next to the inner future, making every idle tunnel bigger.
@@ -140,7 +175,7 @@ fn detached(prefix: Bytes) -> Bytes {
 /// holds a buffer or a pipe only while bytes are in flight, so an idle tunnel
 /// holds neither. Where splice is unsupported, or no pipe can be had, the
 /// affected direction copies for the rest of the tunnel.
-pub fn splice_tcp<E: EndSignal>(
+pub fn splice_tcp<E: Supervisor>(
     client: TcpStream,
     client_prefix: Bytes,
     target: TcpStream,

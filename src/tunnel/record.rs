@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::control::EndRequest;
+use super::control::{DisconnectMode, EndRequest};
 use super::registry::{TunnelId, TunnelInfo};
 use super::{TunnelEnd, TunnelReport};
 
@@ -31,11 +31,14 @@ pub enum CloseCause {
     Shutdown,
     /// Any other failure on either side.
     Error,
+    /// A disconnect was asked for, in this mode (whatever closed the sockets in the end:
+    /// a dropped tunnel's later idle close included).
+    Disconnect(DisconnectMode),
 }
 
 impl CloseCause {
     /// Every cause, in the order [`CloseCause::index`] numbers them.
-    pub const ALL: [CloseCause; 8] = [
+    pub const ALL: [CloseCause; 13] = [
         CloseCause::ClientClose,
         CloseCause::TargetClose,
         CloseCause::IdleTimeout,
@@ -44,11 +47,26 @@ impl CloseCause {
         CloseCause::Deregistration,
         CloseCause::Shutdown,
         CloseCause::Error,
+        CloseCause::Disconnect(DisconnectMode::ClientClose),
+        CloseCause::Disconnect(DisconnectMode::NetworkDrop),
+        CloseCause::Disconnect(DisconnectMode::IdleTimeout),
+        CloseCause::Disconnect(DisconnectMode::TargetClose),
+        CloseCause::Disconnect(DisconnectMode::Reset),
     ];
 
     /// The cause's place in [`CloseCause::ALL`].
     pub fn index(self) -> usize {
-        self as usize
+        match self {
+            CloseCause::ClientClose => 0,
+            CloseCause::TargetClose => 1,
+            CloseCause::IdleTimeout => 2,
+            CloseCause::ClientReset => 3,
+            CloseCause::TargetReset => 4,
+            CloseCause::Deregistration => 5,
+            CloseCause::Shutdown => 6,
+            CloseCause::Error => 7,
+            CloseCause::Disconnect(mode) => 8 + mode as usize,
+        }
     }
 
     /// The cause of `end`; a connection reset (or a write to a connection the peer
@@ -60,6 +78,7 @@ impl CloseCause {
             TunnelEnd::IdleTimeout => CloseCause::IdleTimeout,
             TunnelEnd::Ended(EndRequest::Deregistration) => CloseCause::Deregistration,
             TunnelEnd::Ended(EndRequest::Shutdown) => CloseCause::Shutdown,
+            TunnelEnd::Ended(EndRequest::Disconnect(mode)) => CloseCause::Disconnect(mode),
             TunnelEnd::ClientError(kind) if is_reset(kind) => CloseCause::ClientReset,
             TunnelEnd::TargetError(kind) if is_reset(kind) => CloseCause::TargetReset,
             TunnelEnd::ClientError(_) | TunnelEnd::TargetError(_) => CloseCause::Error,
@@ -76,6 +95,11 @@ impl CloseCause {
             CloseCause::Deregistration => "deregistration",
             CloseCause::Shutdown => "shutdown",
             CloseCause::Error => "error",
+            CloseCause::Disconnect(DisconnectMode::ClientClose) => "disconnect_client_close",
+            CloseCause::Disconnect(DisconnectMode::NetworkDrop) => "disconnect_network_drop",
+            CloseCause::Disconnect(DisconnectMode::IdleTimeout) => "disconnect_idle_timeout",
+            CloseCause::Disconnect(DisconnectMode::TargetClose) => "disconnect_target_close",
+            CloseCause::Disconnect(DisconnectMode::Reset) => "disconnect_reset",
         }
     }
 }
@@ -197,6 +221,9 @@ impl fmt::Display for Described<'_> {
             TunnelEnd::Ended(EndRequest::Shutdown) => {
                 f.write_str("the load balancer's shutdown deadline passed")
             }
+            TunnelEnd::Ended(EndRequest::Disconnect(mode)) => {
+                write!(f, "it was disconnected on demand ({mode})")
+            }
             TunnelEnd::ClientError(kind) if is_reset(kind) => {
                 write!(f, "the client reset the connection ({kind})")
             }
@@ -229,9 +256,20 @@ mod tests {
                 "deregistration",
             ),
             (TunnelEnd::Ended(EndRequest::Shutdown), "shutdown"),
+            (
+                TunnelEnd::Ended(EndRequest::Disconnect(DisconnectMode::NetworkDrop)),
+                "disconnect_network_drop",
+            ),
         ];
         for (end, cause) in cases {
             assert_eq!(CloseCause::of(end).as_str(), cause, "{end:?}");
+        }
+        for (i, cause) in CloseCause::ALL.into_iter().enumerate() {
+            assert_eq!(cause.index(), i, "{cause}");
+        }
+        for mode in DisconnectMode::ALL {
+            let cause = CloseCause::Disconnect(mode).to_string();
+            assert_eq!(cause, format!("disconnect_{mode}"));
         }
     }
 }

@@ -13,14 +13,16 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 use atomic_waker::AtomicWaker;
 use rustc_hash::FxHashSet;
 
-use super::control::{self, EndRequest, EndSignal};
+use super::control::{self, DisconnectMode, EndRequest, Supervisor};
 use super::record::{CloseCause, CopyPath, TunnelRecord};
 
 /// A tunnel's id, unique within the process.
@@ -44,7 +46,8 @@ pub trait TunnelTarget: fmt::Debug + Send + Sync {
     fn key(&self) -> u64;
 }
 
-/// What a tunnel joins, fixed when it opens.
+/// What a tunnel joins (fixed when it opens) and how far it got (as of the moment this
+/// was taken).
 #[derive(Debug, Clone)]
 pub struct TunnelInfo {
     pub id: TunnelId,
@@ -56,6 +59,14 @@ pub struct TunnelInfo {
     pub path: CopyPath,
     /// When it opened, in microseconds since the Unix epoch.
     opened_us: u64,
+    /// Bytes the client sent through the tunnel so far (bytes read past its request head
+    /// included), as of the last time bytes moved.
+    pub bytes_from_client: u64,
+    /// Bytes sent to the client through the tunnel so far (bytes read past the `101`
+    /// included).
+    pub bytes_to_client: u64,
+    /// How long no byte has moved either way (since it opened, if none has).
+    pub idle_for: Duration,
 }
 
 impl TunnelInfo {
@@ -84,9 +95,9 @@ pub struct NewTunnel {
     pub path: CopyPath,
 }
 
-/// One open tunnel, as the registry and the tunnel itself share it: what it joins, and
-/// its end request (the fields of a [`super::TunnelControl`], side by side with the rest
-/// so no padding is paid twice).
+/// One open tunnel, as the registry and the tunnel itself share it: what it joins, how
+/// far it got, and its end request (the fields of a [`super::TunnelControl`], side by
+/// side with the rest so no padding is paid twice).
 pub struct TunnelHandle {
     id: TunnelId,
     opened_us: u64,
@@ -96,11 +107,28 @@ pub struct TunnelHandle {
     path: CopyPath,
     requested: AtomicU8,
     waker: AtomicWaker,
+    /// Bytes written client → target and target → client, stored by the tunnel (one
+    /// writer) each time bytes moved; read only to list tunnels.
+    up: AtomicU64,
+    down: AtomicU64,
+    /// When bytes last moved, in microseconds since [`clock_base`].
+    last_activity_us: AtomicU64,
 }
 
-// With the `Arc`'s two counts a handle is 96 bytes, one of the allocator's size
-// classes; a few bytes more would cost 16.
-const _: () = assert!(std::mem::size_of::<TunnelHandle>() <= 80);
+// With the `Arc`'s two counts a handle is 128 bytes, one of the allocator's size
+// classes; a few bytes more would cost 32.
+const _: () = assert!(std::mem::size_of::<TunnelHandle>() <= 112);
+
+/// The instant activity times are counted from: the first time a tunnel opened.
+fn clock_base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+/// `at` in microseconds since [`clock_base`].
+fn since_base(at: Instant) -> u64 {
+    at.saturating_duration_since(clock_base()).as_micros() as u64
+}
 
 /// A socket address in 19 bytes instead of 32: the IP (an IPv4 address as IPv4-mapped
 /// IPv6), the port, and which family it was (no IPv6 flow label or scope id).
@@ -149,8 +177,9 @@ impl TunnelHandle {
         self.id
     }
 
-    /// What the tunnel joins.
+    /// What the tunnel joins, and how far it got now.
     pub fn info(&self) -> TunnelInfo {
+        let last = Duration::from_micros(self.last_activity_us.load(Ordering::Relaxed));
         TunnelInfo {
             id: self.id,
             listener_port: self.listener_port,
@@ -158,6 +187,9 @@ impl TunnelHandle {
             target: self.target.clone(),
             path: self.path,
             opened_us: self.opened_us,
+            bytes_from_client: self.up.load(Ordering::Relaxed),
+            bytes_to_client: self.down.load(Ordering::Relaxed),
+            idle_for: Instant::now().saturating_duration_since(clock_base() + last),
         }
     }
 
@@ -172,9 +204,21 @@ impl TunnelHandle {
     }
 }
 
-impl EndSignal for TunnelHandle {
+impl Supervisor for TunnelHandle {
     fn poll_end(&self, cx: &mut Context<'_>) -> Poll<EndRequest> {
-        control::poll_requested(&self.requested, &self.waker, cx)
+        control::poll_requested(&self.requested, &self.waker, cx, None)
+    }
+
+    fn poll_end_after(&self, cx: &mut Context<'_>, seen: EndRequest) -> Poll<EndRequest> {
+        control::poll_requested(&self.requested, &self.waker, cx, Some(seen))
+    }
+
+    /// Plain stores: the tunnel is the only writer.
+    fn progress(&self, up: u64, down: u64, at: Instant) {
+        self.up.store(up, Ordering::Relaxed);
+        self.down.store(down, Ordering::Relaxed);
+        self.last_activity_us
+            .store(since_base(at), Ordering::Relaxed);
     }
 }
 
@@ -208,9 +252,9 @@ pub struct Tunnels {
     /// SipHash costs per tunnel opened and closed.
     open: Mutex<FxHashSet<ById>>,
     next_id: AtomicU64,
-    /// Set by [`Tunnels::close`] (an [`EndRequest`], 0 while open): a tunnel opening
-    /// afterwards is ended at once, for the same reason.
-    closed: AtomicU8,
+    /// Set by [`Tunnels::close`]: a tunnel opening afterwards is ended at once, for
+    /// the same reason.
+    closed: OnceLock<EndRequest>,
     /// The records of the last [`RECENT`] tunnels that ended, newest last.
     recent: Mutex<VecDeque<Arc<TunnelRecord>>>,
     /// Ended tunnels by cause (index: [`CloseCause::index`]).
@@ -250,9 +294,12 @@ impl Tunnels {
             path: new.path,
             requested: AtomicU8::new(0),
             waker: AtomicWaker::new(),
+            up: AtomicU64::new(0),
+            down: AtomicU64::new(0),
+            last_activity_us: AtomicU64::new(since_base(Instant::now())),
         });
         lock(&self.open).insert(ById(handle.clone()));
-        if let Some(why) = EndRequest::from_u8(self.closed.load(Ordering::SeqCst)) {
+        if let Some(&why) = self.closed.get() {
             handle.end(why);
         }
         Registration {
@@ -304,6 +351,34 @@ impl Tunnels {
         chosen.len()
     }
 
+    /// Disconnect tunnel `id` as `mode` says; what it was, or `None` when no such tunnel
+    /// is open.
+    pub fn disconnect(&self, id: TunnelId, mode: DisconnectMode) -> Option<TunnelInfo> {
+        let handle = self.get(id)?;
+        handle.end(EndRequest::Disconnect(mode));
+        Some(handle.info())
+    }
+
+    /// Disconnect every open tunnel to `target` in group `group` as `mode` says; what
+    /// they were, by id.
+    pub fn disconnect_target(
+        &self,
+        group: &str,
+        target: SocketAddr,
+        mode: DisconnectMode,
+    ) -> Vec<TunnelInfo> {
+        let mut chosen: Vec<TunnelInfo> = lock(&self.open)
+            .iter()
+            .filter(|h| &**h.0.target.group() == group && h.0.target.addr() == target)
+            .map(|h| h.0.info())
+            .collect();
+        chosen.sort_by_key(|t| t.id);
+        for t in &chosen {
+            self.end(t.id, EndRequest::Disconnect(mode));
+        }
+        chosen
+    }
+
     /// End the tunnels of the target registration `key` (see [`TunnelTarget::key`]).
     pub fn end_target(&self, key: u64, why: EndRequest) -> usize {
         self.end_where(|h| h.target.key() == key, why)
@@ -340,7 +415,7 @@ impl Tunnels {
 
     /// End every open tunnel for `why`, and every tunnel that opens from now on.
     pub fn close(&self, why: EndRequest) -> usize {
-        self.closed.store(why as u8, Ordering::SeqCst);
+        let _ = self.closed.set(why);
         self.end_where(|_| true, why)
     }
 }

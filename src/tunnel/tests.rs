@@ -11,7 +11,8 @@ use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 
 use super::{
-    pipe, pool, splice, splice_tcp, zero_copy, EndRequest, TunnelControl, TunnelEnd, TunnelReport,
+    pipe, pool, splice, splice_tcp, zero_copy, CopyPath, DisconnectMode, EndRequest, NewTunnel,
+    Resettable, TunnelControl, TunnelEnd, TunnelReport, TunnelTarget, Tunnels,
 };
 
 mod tls;
@@ -59,6 +60,11 @@ on_both_paths!(
     client_reset_closes_target_and_reports_client_error,
     end_request_closes_both_sides,
     idle_tunnel_holds_no_copy_buffer_or_pipe,
+    closing_disconnects_send_a_fin_both_ways,
+    reset_disconnect_resets_both_sides,
+    network_drop_delivers_nothing_then_closes_with_fins_after_the_idle_timeout,
+    a_dropped_tunnel_can_still_be_reset,
+    progress_is_published_to_the_registry,
 );
 
 /// Upper bound for anything a test waits on, so a bug fails instead of hanging.
@@ -714,4 +720,190 @@ async fn adaptive_half_close_in_splice_mode() {
     let r = report(t.task).await;
     assert_eq!(r.end, TunnelEnd::ClientClosed);
     assert_eq!((r.client_to_target, r.target_to_client), (len as u64, 15));
+}
+
+/// Test streams that are no sockets close as they always do.
+impl Resettable for tokio::io::DuplexStream {
+    fn reset_on_close(&self) {}
+}
+
+/// `client_close`, `idle_timeout` and `target_close` close both connections with a FIN,
+/// whatever still waits unread on them, and report the mode.
+async fn closing_disconnects_send_a_fin_both_ways(path: Path) {
+    for mode in [
+        DisconnectMode::ClientClose,
+        DisconnectMode::IdleTimeout,
+        DisconnectMode::TargetClose,
+    ] {
+        let mut t = Tunnel::start(path, b"", b"", Duration::from_secs(30)).await;
+        t.client.write_all(b"ping").await.unwrap();
+        assert_eq!(read_exact_n(&mut t.target, 4).await, b"ping");
+        t.target.write_all(b"pong").await.unwrap();
+        assert_eq!(read_exact_n(&mut t.client, 4).await, b"pong");
+        assert!(t.control.end(EndRequest::Disconnect(mode)));
+
+        let (client_end, target_end) =
+            tokio::join!(read_to_eof(&mut t.client), read_to_eof(&mut t.target));
+        assert_eq!(client_end.unwrap(), b"", "{mode}: the client got no FIN");
+        assert_eq!(target_end.unwrap(), b"", "{mode}: the target got no FIN");
+        let r = report(t.task).await;
+        assert_eq!(r.end, TunnelEnd::Ended(EndRequest::Disconnect(mode)));
+        assert_eq!((r.client_to_target, r.target_to_client), (4, 4));
+    }
+}
+
+async fn reset_disconnect_resets_both_sides(path: Path) {
+    let mut t = Tunnel::start(path, b"", b"", Duration::from_secs(30)).await;
+    t.client.write_all(b"ping").await.unwrap();
+    assert_eq!(read_exact_n(&mut t.target, 4).await, b"ping");
+    t.control
+        .end(EndRequest::Disconnect(DisconnectMode::Reset));
+
+    let (client_end, target_end) =
+        tokio::join!(read_to_eof(&mut t.client), read_to_eof(&mut t.target));
+    assert_eq!(client_end.unwrap_err().kind(), io::ErrorKind::ConnectionReset);
+    assert_eq!(target_end.unwrap_err().kind(), io::ErrorKind::ConnectionReset);
+    let r = report(t.task).await;
+    assert_eq!(
+        r.end,
+        TunnelEnd::Ended(EndRequest::Disconnect(DisconnectMode::Reset))
+    );
+}
+
+/// After a drop, bytes either side sends go nowhere and nothing answers them; a side
+/// that hangs up is not heard by the other; once the idle timeout has passed since the
+/// drop, what is left is closed with a FIN (not an RST, though bytes wait unread).
+async fn network_drop_delivers_nothing_then_closes_with_fins_after_the_idle_timeout(path: Path) {
+    let idle = Duration::from_millis(600);
+    let mut t = Tunnel::start(path, b"", b"", idle).await;
+    t.client.write_all(b"ping").await.unwrap();
+    assert_eq!(read_exact_n(&mut t.target, 4).await, b"ping");
+    let dropped = Instant::now();
+    assert!(t
+        .control
+        .end(EndRequest::Disconnect(DisconnectMode::NetworkDrop)));
+
+    t.client.write_all(b"lost").await.unwrap();
+    t.target.write_all(b"lost too").await.unwrap();
+    // The target hangs up its sending side: the client must not hear it.
+    t.target.shutdown().await.unwrap();
+    let (mut a, mut b) = ([0u8; 1], [0u8; 1]);
+    let quiet = idle / 2;
+    let (client_heard, target_heard) = tokio::join!(
+        timeout(quiet, t.client.read(&mut a)),
+        timeout(quiet, t.target.read(&mut b)),
+    );
+    assert!(client_heard.is_err(), "the client heard {client_heard:?}");
+    assert!(target_heard.is_err(), "the target heard {target_heard:?}");
+
+    let (client_end, target_end) =
+        tokio::join!(read_to_eof(&mut t.client), read_to_eof(&mut t.target));
+    assert_eq!(client_end.unwrap(), b"", "the client got no FIN");
+    assert_eq!(target_end.unwrap(), b"", "the target got no FIN");
+    assert!(dropped.elapsed() >= idle, "closed after {:?}", dropped.elapsed());
+    let r = report(t.task).await;
+    assert_eq!(
+        r.end,
+        TunnelEnd::Ended(EndRequest::Disconnect(DisconnectMode::NetworkDrop))
+    );
+    assert_eq!((r.client_to_target, r.target_to_client), (4, 0));
+}
+
+/// A later disconnect replaces a drop (here a reset, long before the idle timeout); the
+/// tunnel still reports the drop as how it ended.
+async fn a_dropped_tunnel_can_still_be_reset(path: Path) {
+    let mut t = Tunnel::start(path, b"", b"", Duration::from_secs(30)).await;
+    t.control
+        .end(EndRequest::Disconnect(DisconnectMode::NetworkDrop));
+    t.client.write_all(b"lost").await.unwrap();
+    tokio::task::yield_now().await;
+    assert!(t.control.end(EndRequest::Disconnect(DisconnectMode::Reset)));
+    let (client_end, target_end) =
+        tokio::join!(read_to_eof(&mut t.client), read_to_eof(&mut t.target));
+    assert_eq!(client_end.unwrap_err().kind(), io::ErrorKind::ConnectionReset);
+    assert_eq!(target_end.unwrap_err().kind(), io::ErrorKind::ConnectionReset);
+    let r = report(t.task).await;
+    assert_eq!(
+        r.end,
+        TunnelEnd::Ended(EndRequest::Disconnect(DisconnectMode::NetworkDrop))
+    );
+}
+
+#[derive(Debug)]
+struct AnyTarget(Arc<str>);
+
+impl TunnelTarget for AnyTarget {
+    fn addr(&self) -> std::net::SocketAddr {
+        "127.0.0.1:9001".parse().unwrap()
+    }
+    fn group(&self) -> &Arc<str> {
+        &self.0
+    }
+    fn key(&self) -> u64 {
+        1
+    }
+}
+
+/// A registered tunnel's listing shows the bytes moved so far and how long it has been
+/// idle; a disconnect through the registry ends it.
+async fn progress_is_published_to_the_registry(path: Path) {
+    let tunnels = Arc::new(Tunnels::new());
+    let registration = tunnels.open(NewTunnel {
+        listener_port: 80,
+        client: "127.0.0.1:50000".parse().unwrap(),
+        target: Arc::new(AnyTarget(Arc::from("app"))),
+        path: CopyPath::Splice,
+    });
+    let handle = registration.handle().clone();
+    let (mut client, proxy_client) = tcp_pair().await;
+    let (proxy_target, mut target) = tcp_pair().await;
+    let idle = Duration::from_secs(30);
+    let task = match path {
+        Path::Buffered => tokio::spawn(splice(
+            proxy_client,
+            Bytes::from_static(b"ab"),
+            proxy_target,
+            Bytes::new(),
+            idle,
+            handle.clone(),
+        )),
+        Path::Spliced => tokio::spawn(splice_tcp(
+            proxy_client,
+            Bytes::from_static(b"ab"),
+            proxy_target,
+            Bytes::new(),
+            idle,
+            handle.clone(),
+        )),
+    };
+    client.write_all(&pattern(5000, 1)).await.unwrap();
+    assert_eq!(read_exact_n(&mut target, 5002).await.len(), 5002);
+    target.write_all(b"pong").await.unwrap();
+    assert_eq!(read_exact_n(&mut client, 4).await, b"pong");
+    // The tunnel publishes after its writes, which the reads above may overtake.
+    let deadline = Instant::now() + LIMIT;
+    let info = loop {
+        let info = handle.info();
+        if (info.bytes_from_client, info.bytes_to_client) == (5002, 4) {
+            break info;
+        }
+        assert!(Instant::now() < deadline, "listed {info:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(info.idle_for < Duration::from_secs(5), "{info:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(handle.info().idle_for >= Duration::from_millis(300));
+
+    let listed = tunnels
+        .disconnect(handle.id(), DisconnectMode::ClientClose)
+        .expect("the tunnel is listed");
+    assert_eq!(listed.bytes_from_client, 5002);
+    let r = report(task).await;
+    assert_eq!(
+        r.end,
+        TunnelEnd::Ended(EndRequest::Disconnect(DisconnectMode::ClientClose))
+    );
+    let record = registration.finish(r);
+    assert_eq!(record.cause.as_str(), "disconnect_client_close");
+    assert!(tunnels.disconnect(handle.id(), DisconnectMode::Reset).is_none());
 }
