@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use albatross::tunnel::{
-    splice, splice_tcp, CopyPath, EndRequest, EndSignal, NewTunnel, TunnelEnd, TunnelHandle,
+    splice, splice_tcp, CopyPath, EndRequest, NewTunnel, Supervisor, TunnelEnd, TunnelHandle,
     TunnelReport, TunnelTarget, Tunnels,
 };
 use bytes::Bytes;

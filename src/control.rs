@@ -188,7 +188,13 @@ impl Control {
 
     /// The open tunnels, by id.
     pub fn tunnels(&self) -> Vec<TunnelInfo> {
-        let mut open: Vec<TunnelInfo> = self.runtime.tunnels.list().iter().map(|t| t.info()).collect();
+        let mut open: Vec<TunnelInfo> = self
+            .runtime
+            .tunnels
+            .list()
+            .iter()
+            .map(|t| t.info())
+            .collect();
         open.sort_by_key(|t| t.id);
         open
     }
@@ -207,7 +213,12 @@ impl Control {
         target: SocketAddr,
         mode: DisconnectMode,
     ) -> Result<Vec<TunnelInfo>, TargetsError> {
-        let registered = self.runtime.targets.by_name(group)?.describe_target(target).state
+        let registered = self
+            .runtime
+            .targets
+            .by_name(group)?
+            .describe_target(target)
+            .state
             != HealthState::Unused;
         let ended = self.runtime.tunnels.disconnect_target(group, target, mode);
         if ended.is_empty() && !registered {

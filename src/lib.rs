@@ -58,12 +58,12 @@ use tokio::net::TcpListener;
 use config::{Config, ConfigErrors, Origin};
 use control::{ConfigSource, Control};
 pub use listener::BoundListener;
-pub use tunnel::{DisconnectMode, TunnelId, TunnelInfo};
-/// DESIGN.md's name for the disconnect modes: `handle.disconnect(id, Mode::NetworkDrop)`.
-pub use tunnel::DisconnectMode as Mode;
 use proxy::Runtime;
 use shutdown::Shutdown;
 pub use target_group::{HealthState, Reason, TargetHealthDescription, TargetsError};
+/// DESIGN.md's name for the disconnect modes: `handle.disconnect(id, Mode::NetworkDrop)`.
+pub use tunnel::DisconnectMode as Mode;
+pub use tunnel::{DisconnectMode, TunnelId, TunnelInfo};
 
 /// Why a proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -343,7 +343,11 @@ impl ProxyHandle {
     /// End tunnel `id` the way `mode` says (DESIGN.md, "Disconnects on demand"); what
     /// the tunnel was, or `None` when no such tunnel is open. The tunnel's close is
     /// recorded with cause `disconnect_<mode>`.
-    pub fn disconnect(&self, id: tunnel::TunnelId, mode: DisconnectMode) -> Option<tunnel::TunnelInfo> {
+    pub fn disconnect(
+        &self,
+        id: tunnel::TunnelId,
+        mode: DisconnectMode,
+    ) -> Option<tunnel::TunnelInfo> {
         self.control.disconnect(id, mode)
     }
 

@@ -217,7 +217,8 @@ async fn the_json_tells_listeners_groups_and_tunnels() {
     let (mut client, mut server) = (client, server);
     talk(&mut client, &mut server).await;
     let s = snapshot_until(admin, "the tunnel's bytes in the JSON", |s| {
-        s["open_tunnels"][0]["bytes_from_client"] == 5 && s["open_tunnels"][0]["bytes_to_client"] == 6
+        s["open_tunnels"][0]["bytes_from_client"] == 5
+            && s["open_tunnels"][0]["bytes_to_client"] == 6
     })
     .await;
     let idle_ms = s["open_tunnels"][0]["idle_for_ms"].as_u64().unwrap();

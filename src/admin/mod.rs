@@ -24,8 +24,8 @@ mod dashboard;
 mod elbv2;
 mod metrics;
 pub mod query;
-mod tunnels;
 pub mod sigv4;
+mod tunnels;
 
 pub use elbv2::{modify_load_balancer_attributes, modify_target_group_attributes};
 pub use query::ApiError;

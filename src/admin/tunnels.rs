@@ -22,7 +22,12 @@ use crate::control::Control;
 use crate::tunnel::{DisconnectMode, TunnelId, TunnelInfo};
 
 /// The answer to `method path?query` when `path` is one of this module's, else `None`.
-pub fn route(control: &Control, method: &Method, path: &str, query: Option<&str>) -> Option<Answer> {
+pub fn route(
+    control: &Control,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+) -> Option<Answer> {
     if path == "/tunnels" {
         return Some(match *method {
             Method::GET => json_answer(&Value::Array(
@@ -68,7 +73,7 @@ pub fn tunnel_json(t: &TunnelInfo) -> Value {
 fn disconnect(control: &Control, id: &str, query: Option<&str>) -> Answer {
     let mode = match mode(query) {
         Ok(mode) => mode,
-        Err(answer) => return answer,
+        Err(why) => return text(StatusCode::BAD_REQUEST, why),
     };
     let id = decoded(id);
     let found = id
@@ -87,7 +92,7 @@ fn disconnect(control: &Control, id: &str, query: Option<&str>) -> Answer {
 fn disconnect_target(control: &Control, group: &str, target: &str, query: Option<&str>) -> Answer {
     let mode = match mode(query) {
         Ok(mode) => mode,
-        Err(answer) => return answer,
+        Err(why) => return text(StatusCode::BAD_REQUEST, why),
     };
     let (group, target) = (decoded(group), decoded(target));
     let Ok(addr) = target.parse::<SocketAddr>() else {
@@ -102,21 +107,16 @@ fn disconnect_target(control: &Control, group: &str, target: &str, query: Option
     }
 }
 
-/// The `mode` query parameter, or the 400 to answer.
-fn mode(query: Option<&str>) -> Result<DisconnectMode, Answer> {
+/// The `mode` query parameter, or why there is none (the 400's words).
+fn mode(query: Option<&str>) -> Result<DisconnectMode, String> {
     let given = form_urlencoded::parse(query.unwrap_or("").as_bytes())
         .find(|(k, _)| k == "mode")
         .map(|(_, v)| v.into_owned());
     match given {
-        Some(m) => m
-            .parse()
-            .map_err(|e| text(StatusCode::BAD_REQUEST, format!("{e}.\n"))),
-        None => Err(text(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "A disconnect needs ?mode=M, one of {}.\n",
-                DisconnectMode::ALL.map(|m| m.as_str()).join(", ")
-            ),
+        Some(m) => m.parse().map_err(|e| format!("{e}.\n")),
+        None => Err(format!(
+            "A disconnect needs ?mode=M, one of {}.\n",
+            DisconnectMode::ALL.map(|m| m.as_str()).join(", ")
         )),
     }
 }

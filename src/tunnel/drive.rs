@@ -132,9 +132,13 @@ where
                     }
                 }
                 Stage::Dropped => {
-                    let dropped = TunnelEnd::Ended(EndRequest::Disconnect(DisconnectMode::NetworkDrop));
+                    let dropped =
+                        TunnelEnd::Ended(EndRequest::Disconnect(DisconnectMode::NetworkDrop));
                     // Whatever ends a dropped tunnel, its cause stays the drop.
-                    match this.end.poll_end_after(cx, EndRequest::Disconnect(DisconnectMode::NetworkDrop)) {
+                    match this
+                        .end
+                        .poll_end_after(cx, EndRequest::Disconnect(DisconnectMode::NetworkDrop))
+                    {
                         Poll::Ready(EndRequest::Disconnect(DisconnectMode::Reset)) => {
                             reset(this.client, this.target);
                             return Poll::Ready(finish(this, dropped));
@@ -318,7 +322,8 @@ where
     if activity {
         let now = Instant::now();
         this.clock.touch(now);
-        this.end.progress(this.up.transferred(), this.down.transferred(), now);
+        this.end
+            .progress(this.up.transferred(), this.down.transferred(), now);
     }
     this.clock
         .poll_expired(cx, this.sleep.as_mut())

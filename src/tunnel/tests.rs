@@ -756,13 +756,18 @@ async fn reset_disconnect_resets_both_sides(path: Path) {
     let mut t = Tunnel::start(path, b"", b"", Duration::from_secs(30)).await;
     t.client.write_all(b"ping").await.unwrap();
     assert_eq!(read_exact_n(&mut t.target, 4).await, b"ping");
-    t.control
-        .end(EndRequest::Disconnect(DisconnectMode::Reset));
+    t.control.end(EndRequest::Disconnect(DisconnectMode::Reset));
 
     let (client_end, target_end) =
         tokio::join!(read_to_eof(&mut t.client), read_to_eof(&mut t.target));
-    assert_eq!(client_end.unwrap_err().kind(), io::ErrorKind::ConnectionReset);
-    assert_eq!(target_end.unwrap_err().kind(), io::ErrorKind::ConnectionReset);
+    assert_eq!(
+        client_end.unwrap_err().kind(),
+        io::ErrorKind::ConnectionReset
+    );
+    assert_eq!(
+        target_end.unwrap_err().kind(),
+        io::ErrorKind::ConnectionReset
+    );
     let r = report(t.task).await;
     assert_eq!(
         r.end,
@@ -800,7 +805,11 @@ async fn network_drop_delivers_nothing_then_closes_with_fins_after_the_idle_time
         tokio::join!(read_to_eof(&mut t.client), read_to_eof(&mut t.target));
     assert_eq!(client_end.unwrap(), b"", "the client got no FIN");
     assert_eq!(target_end.unwrap(), b"", "the target got no FIN");
-    assert!(dropped.elapsed() >= idle, "closed after {:?}", dropped.elapsed());
+    assert!(
+        dropped.elapsed() >= idle,
+        "closed after {:?}",
+        dropped.elapsed()
+    );
     let r = report(t.task).await;
     assert_eq!(
         r.end,
@@ -820,8 +829,14 @@ async fn a_dropped_tunnel_can_still_be_reset(path: Path) {
     assert!(t.control.end(EndRequest::Disconnect(DisconnectMode::Reset)));
     let (client_end, target_end) =
         tokio::join!(read_to_eof(&mut t.client), read_to_eof(&mut t.target));
-    assert_eq!(client_end.unwrap_err().kind(), io::ErrorKind::ConnectionReset);
-    assert_eq!(target_end.unwrap_err().kind(), io::ErrorKind::ConnectionReset);
+    assert_eq!(
+        client_end.unwrap_err().kind(),
+        io::ErrorKind::ConnectionReset
+    );
+    assert_eq!(
+        target_end.unwrap_err().kind(),
+        io::ErrorKind::ConnectionReset
+    );
     let r = report(t.task).await;
     assert_eq!(
         r.end,
@@ -905,5 +920,7 @@ async fn progress_is_published_to_the_registry(path: Path) {
     );
     let record = registration.finish(r);
     assert_eq!(record.cause.as_str(), "disconnect_client_close");
-    assert!(tunnels.disconnect(handle.id(), DisconnectMode::Reset).is_none());
+    assert!(tunnels
+        .disconnect(handle.id(), DisconnectMode::Reset)
+        .is_none());
 }
