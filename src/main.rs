@@ -2,7 +2,7 @@
 //! config, or run one heartbeat backend.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -136,6 +136,7 @@ fn usable_cpus() -> usize {
 fn load(path: Option<&PathBuf>) -> Result<(config::Config, Origin, ConfigSource), String> {
     match path {
         Some(path) => {
+            generate_named_certs(path)?;
             let config = config::load_file(path).map_err(|e| e.to_string())?;
             Ok((config, Origin::file(path), ConfigSource::File(path.clone())))
         }
@@ -156,11 +157,34 @@ fn load(path: Option<&PathBuf>) -> Result<(config::Config, Origin, ConfigSource)
     }
 }
 
+/// Generate the localhost certificate a config file names when it is not there yet, as
+/// the embedded default does (see [`certs::ensure_named_localhost_certs`]); say so.
+fn generate_named_certs(path: &Path) -> Result<(), String> {
+    let generated = certs::ensure_named_localhost_certs(path).map_err(|e| {
+        format!(
+            "{}: cannot create the self-signed localhost certificate it names: {e}",
+            path.display()
+        )
+    })?;
+    for dir in generated {
+        eprintln!(
+            "Generated a self-signed certificate for localhost in {} (named by {}, not there yet).",
+            dir.display(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 fn check(path: Option<PathBuf>) -> ExitCode {
     let Some(path) = path else {
         eprintln!("albatross check: give the file to check with --config FILE.");
         return ExitCode::from(2);
     };
+    if let Err(e) = generate_named_certs(&path) {
+        println!("{e}");
+        return ExitCode::FAILURE;
+    }
     match config::load_file(&path) {
         Ok(cfg) => {
             println!("{}: OK", path.display());

@@ -279,3 +279,49 @@ fn sigusr1_reopens_the_access_log_after_a_rename() {
     let old = std::fs::read_to_string(&rotated).unwrap();
     assert!(old.contains("/first") && !old.contains("/second"), "{old}");
 }
+
+/// Every config shipped in `config/` checks on a fresh clone: the localhost certificate
+/// the HTTPS ones name is generated where they name it, as a first run would, and is
+/// reused afterwards.
+#[test]
+fn every_shipped_config_checks_without_a_first_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let copy = dir.path().join("config");
+    std::fs::create_dir(&copy).unwrap();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&shipped).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            std::fs::copy(&path, copy.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    for entry in std::fs::read_dir(&copy).unwrap() {
+        let path = entry.unwrap().path();
+        let out = albatross()
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}:\n{}{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 4, "{checked} configs");
+    let cert = copy.join("certs/localhost.pem");
+    assert!(cert.is_file(), "no certificate generated");
+    // Generated once: a second check keeps the same certificate.
+    let before = std::fs::read(&cert).unwrap();
+    let out = albatross()
+        .args(["check", "--config"])
+        .arg(copy.join("default.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(std::fs::read(&cert).unwrap(), before);
+}
