@@ -249,10 +249,10 @@ async fn handshake_then_serve(
             view.model.logs.connection.clone(),
         )
     };
-    let trace_id = log.as_ref().map(|_| crate::observe::conn_trace_id());
+    let trace_id = log.as_ref().map(|_| crate::observe::ConnTraceId::new());
     let started = std::time::Instant::now();
     let outcome = handshake(&acceptor, stream, timeout).await;
-    if let (Some(log), Some(trace_id)) = (log, &trace_id) {
+    if let (Some(log), Some(trace_id)) = (log, trace_id) {
         // ALB's connection log: one line per attempt, failures included.
         let (protocol, cipher) = match &outcome {
             Ok(s) => crate::tls::policy::openssl_names(s.get_ref().1),
@@ -269,7 +269,7 @@ async fn handshake_then_serve(
                 Ok(_) => "Success".to_string(),
                 Err(e) => format!("Failed:{}", e.reason_code()),
             },
-            conn_trace_id: trace_id.clone(),
+            conn_trace_id: trace_id,
         });
     }
     match outcome {

@@ -120,7 +120,7 @@ pub struct AccessRecord {
     pub error_reason: Option<&'static str>,
     pub classification: Option<&'static str>,
     pub classification_reason: Option<String>,
-    pub conn_trace_id: Arc<str>,
+    pub conn_trace_id: super::ConnTraceId,
 }
 
 impl Line for AccessRecord {
@@ -221,7 +221,7 @@ impl Line for AccessRecord {
         out.push(' ');
         quoted_or_dash(out, r.classification_reason.as_deref());
         out.push(' ');
-        out.push_str(&r.conn_trace_id);
+        r.conn_trace_id.write_to(out);
         out.push_str(" \"-\" \"-\" \"-\"");
     }
 }
@@ -392,7 +392,7 @@ mod tests {
             error_reason: None,
             classification: None,
             classification_reason: None,
-            conn_trace_id: Arc::from("TID_1234"),
+            conn_trace_id: crate::observe::ConnTraceId::from_bytes([0xab; 16]),
         };
         let mut line = String::new();
         record.write_line(&mut line);
@@ -400,7 +400,7 @@ mod tests {
             line,
             "http 2018-07-02T22:23:00.186641Z app/my-lb/50dc6c495c0c9188 192.168.131.39:2817 10.0.0.1:80 0.000 0.001 0.000 200 200 34 366 \
              \"GET http://www.example.com:80/ HTTP/1.1\" \"curl/7.46.0\" - - arn:aws:elasticloadbalancing:us-east-2:123456789012:targetgroup/my-targets/73e2d6bc24d8a067 \
-             \"Root=1-58337262-36d228ad5d99923122bbe354\" \"-\" \"-\" 0 2018-07-02T22:22:48.364000Z \"forward\" \"-\" \"-\" \"10.0.0.1:80\" \"200\" \"-\" \"-\" TID_1234 \"-\" \"-\" \"-\""
+             \"Root=1-58337262-36d228ad5d99923122bbe354\" \"-\" \"-\" 0 2018-07-02T22:22:48.364000Z \"forward\" \"-\" \"-\" \"10.0.0.1:80\" \"200\" \"-\" \"-\" TID_abababababababababababababababab \"-\" \"-\" \"-\""
         );
         // 33 fields once the quoted ones are taken whole.
         let fields = split_fields(&line);
@@ -437,13 +437,13 @@ mod tests {
             error_reason: None,
             classification: Some("Severe"),
             classification_reason: Some("BadHeader".into()),
-            conn_trace_id: Arc::from("TID_x"),
+            conn_trace_id: crate::observe::ConnTraceId::from_bytes([0xab; 16]),
         };
         let mut line = String::new();
         record.write_line(&mut line);
         assert!(line.starts_with("https 1970-01-01T00:00:00.000000Z app/a/b [::1]:5000 - -1 -1 -1 400 - 10 0 \"- - - \" \"say \\\"hi\\\"\\x09\" ECDHE-RSA-AES128-GCM-SHA256 TLSv1.2 - \"-\" \"example.com\" \"-\" - "), "{line}");
         assert!(
-            line.ends_with(" \"-\" \"-\" \"Severe\" \"BadHeader\" TID_x \"-\" \"-\" \"-\""),
+            line.ends_with(" \"-\" \"-\" \"Severe\" \"BadHeader\" TID_abababababababababababababababab \"-\" \"-\" \"-\""),
             "{line}"
         );
         assert_eq!(split_fields(&line).len(), 33);

@@ -3,7 +3,6 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::log_file::Line;
@@ -20,7 +19,7 @@ pub struct ConnectionRecord {
     pub tls_handshake_latency: Option<Duration>,
     /// `Success`, or `Failed:<reason>`.
     pub tls_verify_status: String,
-    pub conn_trace_id: Arc<str>,
+    pub conn_trace_id: super::ConnTraceId,
 }
 
 impl Line for ConnectionRecord {
@@ -66,12 +65,12 @@ mod tests {
             tls_cipher: Some("TLS_AES_128_GCM_SHA256"),
             tls_handshake_latency: Some(Duration::from_micros(1_500)),
             tls_verify_status: "Success".into(),
-            conn_trace_id: Arc::from("TID_abc"),
+            conn_trace_id: crate::observe::ConnTraceId::from_bytes([0xab; 16]),
         }
         .write_line(&mut line);
         assert_eq!(
             line,
-            "2023-11-14T22:13:20.123456Z 192.0.2.1 40000 443 TLSv1.3 TLS_AES_128_GCM_SHA256 0.002 \"-\" - - Success TID_abc"
+            "2023-11-14T22:13:20.123456Z 192.0.2.1 40000 443 TLSv1.3 TLS_AES_128_GCM_SHA256 0.002 \"-\" - - Success TID_abababababababababababababababab"
         );
     }
 }

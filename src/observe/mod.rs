@@ -12,19 +12,74 @@ pub use access_log::{AccessRecord, Kind};
 pub use connection_log::ConnectionRecord;
 pub use log_file::{Line, LogFile};
 
-use std::sync::Arc;
-
 pub use metrics::{GroupStats, Histogram, Metrics};
 
-/// A new connection's `conn_trace_id` (`TID_` and 32 hex digits), which links its
-/// connection-log line to the access-log lines of its requests.
-pub fn conn_trace_id() -> Arc<str> {
-    use std::fmt::Write as _;
-    let bytes: [u8; 16] = rand::random();
-    let mut id = String::with_capacity(36);
-    id.push_str("TID_");
-    for b in bytes {
-        let _ = write!(id, "{b:02x}");
+/// A connection's `conn_trace_id`, which links its connection-log line to the
+/// access-log lines of its requests: 16 random bytes, written as `TID_` and 32 hex
+/// digits. Kept as bytes (copied, never allocated) until a log writer writes it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ConnTraceId([u8; 16]);
+
+impl ConnTraceId {
+    /// A new random id.
+    pub fn new() -> ConnTraceId {
+        ConnTraceId(rand::random())
     }
-    Arc::from(id)
+
+    /// The id made of `bytes`.
+    pub const fn from_bytes(bytes: [u8; 16]) -> ConnTraceId {
+        ConnTraceId(bytes)
+    }
+
+    /// The id as its log field writes it.
+    pub fn to_text(self) -> [u8; 36] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = *b"TID_00000000000000000000000000000000";
+        for (i, b) in self.0.into_iter().enumerate() {
+            text[4 + 2 * i] = HEX[usize::from(b >> 4)];
+            text[5 + 2 * i] = HEX[usize::from(b & 15)];
+        }
+        text
+    }
+
+    /// Append the id as its log field writes it.
+    pub fn write_to(self, out: &mut String) {
+        // Only ASCII was written.
+        out.push_str(std::str::from_utf8(&self.to_text()).unwrap_or_default());
+    }
+}
+
+impl Default for ConnTraceId {
+    fn default() -> ConnTraceId {
+        ConnTraceId::new()
+    }
+}
+
+impl std::fmt::Display for ConnTraceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(std::str::from_utf8(&self.to_text()).unwrap_or_default())
+    }
+}
+
+impl std::fmt::Debug for ConnTraceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConnTraceId;
+
+    #[test]
+    fn a_conn_trace_id_is_tid_and_32_hex_digits() {
+        let id = ConnTraceId([
+            0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0, 1, 2, 3, 4, 5, 6, 0xff,
+        ]);
+        assert_eq!(id.to_string(), "TID_0123456789abcdef00010203040506ff");
+        let mut out = String::from("x ");
+        id.write_to(&mut out);
+        assert_eq!(out, "x TID_0123456789abcdef00010203040506ff");
+        assert_ne!(ConnTraceId::new(), ConnTraceId::new());
+    }
 }

@@ -211,10 +211,7 @@ fn line_for(
         error_reason: None,
         classification: classification.map(|c| c.class_field()),
         classification_reason: classification.map(|c| c.reason_field()),
-        conn_trace_id: conn
-            .trace_id
-            .clone()
-            .unwrap_or_else(crate::observe::conn_trace_id),
+        conn_trace_id: conn.trace_id.unwrap_or_default(),
     };
     Some((log.clone(), Box::new(record)))
 }

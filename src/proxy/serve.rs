@@ -25,6 +25,7 @@ use tracing::Instrument;
 use super::client_io::{join, ClientIo, ConnState};
 use super::error::Chain;
 use super::{head, respond, ListenerContext};
+use crate::observe::ConnTraceId;
 use crate::tunnel::{self, CopyPath, TunnelHandle, TunnelReport};
 
 /// ALB serves up to 128 concurrent streams on one HTTP/2 connection.
@@ -36,7 +37,7 @@ const MAX_CONCURRENT_STREAMS: u32 = 128;
 pub struct ConnInfo {
     /// Made when a log is on as the connection opens (a line of a connection accepted
     /// before the access log was turned on gets one of its own).
-    pub trace_id: Option<Arc<str>>,
+    pub trace_id: Option<ConnTraceId>,
     pub tls: Option<TlsInfo>,
 }
 
@@ -144,7 +145,7 @@ pub fn serve<S: ClientStream>(
     stream: S,
     peer: SocketAddr,
     ctx: Arc<ListenerContext>,
-    trace_id: Option<Arc<str>>,
+    trace_id: Option<ConnTraceId>,
 ) {
     let tracker = ctx.runtime.shutdown.tracker.clone();
     let active = Active::new(&ctx.runtime.metrics);
@@ -152,7 +153,7 @@ pub fn serve<S: ClientStream>(
     let logging = ctx.view().model.logs.access.is_some();
     let info = if logging {
         ConnInfo {
-            trace_id: Some(trace_id.unwrap_or_else(crate::observe::conn_trace_id)),
+            trace_id: Some(trace_id.unwrap_or_default()),
             tls: stream.tls(),
         }
     } else {
