@@ -75,6 +75,12 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// A heartbeat backend could not start (e.g. its Redis URL cannot be used).
+    #[error("Cannot start the heartbeat backend on {addr}: {source}.")]
+    Backend {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 impl From<listener::BindError> for StartError {
@@ -187,7 +193,7 @@ impl Proxy {
             let cancel = shutdown.stop_accepting.child_token();
             let handle = backend::start(listener, options, cancel)
                 .await
-                .map_err(|source| StartError::Bind {
+                .map_err(|source| StartError::Backend {
                     addr: b.listen,
                     source,
                 })?;

@@ -351,8 +351,8 @@ async fn notify_reaches_every_socket_of_the_user_only() {
         id: "b1".to_owned(),
         ping_interval: None,
         ping_timeout: None,
-        // Not supported yet: logs a warning and delivers in process.
-        redis: Some("redis://127.0.0.1:6379".to_owned()),
+        // Without Redis: delivered in process, not published.
+        redis: None,
     })
     .await;
     within(async {
@@ -367,7 +367,10 @@ async fn notify_reaches_every_socket_of_the_user_only() {
         assert_eq!(answer.status, StatusCode::ACCEPTED);
         assert_eq!(answer.content_type, "application/json");
         let answer: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
-        assert_eq!(answer, serde_json::json!({ "delivered": 2 }));
+        assert_eq!(
+            answer,
+            serde_json::json!({ "delivered": 2, "published": false })
+        );
 
         let expected = serde_json::json!({ "type": "notify", "data": "hi \"there\"" });
         assert_eq!(next_json(&mut a1).await, expected);
@@ -378,7 +381,7 @@ async fn notify_reaches_every_socket_of_the_user_only() {
 
         let answer = request_once(backend.addr(), "POST", "/notify/nobody", "x").await;
         assert_eq!(answer.status, StatusCode::ACCEPTED);
-        assert_eq!(answer.body, r#"{"delivered":0}"#);
+        assert_eq!(answer.body, r#"{"delivered":0,"published":false}"#);
     })
     .await;
 }
@@ -391,12 +394,14 @@ async fn health_status_switches_by_library_call_and_by_put() {
         let mut client = http_client(backend.addr()).await;
         let answer = request(&mut client, "GET", "/health", "").await;
         assert_eq!(answer.status, StatusCode::OK);
-        assert_eq!(answer.body, "ok\n");
+        assert_eq!(answer.content_type, "application/json");
+        assert_eq!(answer.body, r#"{"status":200,"redis":"off"}"#);
 
         backend.handle.set_health_status(503).unwrap();
         assert_eq!(backend.handle.health_status(), 503);
         let answer = request(&mut client, "GET", "/health", "").await;
         assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(answer.body, r#"{"status":503,"redis":"off"}"#);
         assert!(backend.handle.set_health_status(42).is_err());
 
         let answer = request(&mut client, "PUT", "/health", "200\n").await;
@@ -474,7 +479,10 @@ async fn half_closed_and_malformed_requests_are_answered() {
         let mut response = String::new();
         stream.read_to_string(&mut response).await.unwrap();
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-        assert!(response.ends_with("ok\n"), "{response}");
+        assert!(
+            response.ends_with(r#"{"status":200,"redis":"off"}"#),
+            "{response}"
+        );
 
         let mut stream = TcpStream::connect(backend.addr()).await.unwrap();
         stream.write_all(b"\x00\x01 garbage\r\n\r\n").await.unwrap();

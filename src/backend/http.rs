@@ -13,6 +13,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use tracing::{debug, info, info_span, Instrument};
 
+use super::fanout::Notification;
 use super::server::Backend;
 use super::socket;
 
@@ -64,15 +65,17 @@ pub(super) async fn handle(
     Ok(response)
 }
 
+/// The health status, and how the link to Redis is (which never changes the
+/// status: a Redis outage must not take every instance out of service).
 fn health(backend: &Backend) -> Response<Body> {
     let status = StatusCode::from_u16(backend.health.load(Ordering::Relaxed))
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = if status.is_success() {
-        "ok\n"
-    } else {
-        "unhealthy\n"
-    };
-    text(status, body)
+    let body = format!(
+        r#"{{"status":{},"redis":"{}"}}"#,
+        status.as_u16(),
+        backend.redis_state()
+    );
+    json(status, body)
 }
 
 async fn put_health(backend: &Backend, request: Request<Incoming>) -> Response<Body> {
@@ -156,18 +159,30 @@ async fn notify(backend: &Backend, user: &str, request: Request<Incoming>) -> Re
     let Ok(data) = std::str::from_utf8(&body) else {
         return text(StatusCode::BAD_REQUEST, "the body must be UTF-8 text\n");
     };
-    let message = serde_json::json!({ "type": "notify", "data": data }).to_string();
-    let delivered = backend.registry.deliver(user, Bytes::from(message));
-    info!("Notification for user {user} delivered to {delivered} socket(s).");
-    let mut response = text(
+    let fanout = backend.fanout.as_ref();
+    let notification = Notification::new(fanout.map(|f| f.instance()), user, data);
+    // Local sockets first: they get it even while Redis is down.
+    let delivered = backend.registry.deliver(user, notification.message());
+    let published = match fanout {
+        Some(fanout) => {
+            let published = fanout.publish(&notification).await;
+            let to_others = if published {
+                "published to Redis"
+            } else {
+                "not published (Redis is down or did not confirm in time)"
+            };
+            info!("Notification for user {user} delivered to {delivered} socket(s) here; {to_others}.");
+            published
+        }
+        None => {
+            info!("Notification for user {user} delivered to {delivered} socket(s).");
+            false
+        }
+    };
+    json(
         StatusCode::ACCEPTED,
-        serde_json::json!({ "delivered": delivered }).to_string(),
-    );
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+        format!(r#"{{"delivered":{delivered},"published":{published}}}"#),
+    )
 }
 
 fn not_found() -> Response<Body> {
@@ -202,6 +217,15 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn json(status: StatusCode, body: String) -> Response<Body> {
+    let mut response = text(status, body);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
     );
     response
 }

@@ -6,18 +6,28 @@
 //!
 //! | route | answer |
 //! | --- | --- |
-//! | `GET /health` | the current health status (200 unless switched) |
+//! | `GET /health` | the current health status (200 unless switched); body `{"status":200,"redis":R}`, R = `connected`, `disconnected` or `off` |
 //! | `PUT /health` | body = a status code (200–599); 204, or 400 on a bad body |
 //! | `GET /` | a self-contained demo page that opens `/ws` |
 //! | `GET /ws?user=ID` | WebSocket: hello, Ping every `ping_interval`, echo |
-//! | `POST /notify/ID` | body sent to user ID's sockets; 202 `{"delivered":N}` |
+//! | `POST /notify/ID` | body sent to user ID's sockets on every instance; 202 `{"delivered":N,"published":P}` |
 //! | anything else | 404 |
 //!
 //! Layout: `server` accepts and serves HTTP connections, `http` answers
 //! requests, `socket` runs one WebSocket (a reader task and a
 //! writer/heartbeat task joined by channels, because fastwebsockets'
-//! `read_frame` is not cancel-safe), and `registry` maps users to sockets.
+//! `read_frame` is not cancel-safe), `registry` maps users to sockets, and
+//! `fanout` carries notifications to the other instances through Redis
+//! pub/sub.
+//!
+//! A notification is delivered to this instance's sockets at once; N counts
+//! them. With a Redis URL it is then published on [`REDIS_CHANNEL`] for the
+//! other instances, and P says whether Redis confirmed it (false without
+//! Redis, while Redis is down, or when it did not confirm in time). The health
+//! status never depends on Redis, so a Redis outage does not take the targets
+//! out of their groups; `/health` only reports it.
 
+mod fanout;
 mod http;
 mod registry;
 mod server;
@@ -32,6 +42,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use fanout::{InvalidRedisUrl, CHANNEL as REDIS_CHANNEL};
 use server::Backend;
 
 /// The largest WebSocket message (after reassembly of fragments) that is
@@ -49,8 +60,11 @@ pub struct BackendOptions {
     /// How long after a Ping a Pong must arrive before the socket is dropped.
     /// `None` (or zero) disables the pong deadline.
     pub ping_timeout: Option<Duration>,
-    /// Redis URL for fan-out of notifications across instances. Not supported
-    /// yet: when set, a warning is logged and delivery stays in process.
+    /// Redis URL (`redis://[user:password@]host[:port][/db]`) for fan-out of
+    /// `POST /notify/ID` across instances through pub/sub. `None`: each
+    /// instance reaches only its own sockets. While Redis is unreachable the
+    /// backend keeps delivering locally and reconnects in the background.
+    /// TLS (`rediss://`) is not built in.
     pub redis: Option<String>,
 }
 
@@ -123,15 +137,18 @@ impl BackendHandle {
 
 /// Serve on an already bound listener until `cancel` fires.
 ///
-/// Spawns the accept loop and returns at once; the backend runs on the
-/// current tokio runtime.
+/// Spawns the accept loop (and the Redis subscriber when `options.redis` is
+/// set) and returns at once, without waiting for Redis; the backend runs on
+/// the current tokio runtime. Fails with [`std::io::ErrorKind::InvalidInput`]
+/// (wrapping an [`InvalidRedisUrl`]) when the Redis URL cannot be used.
 pub async fn start(
     listener: TcpListener,
     options: BackendOptions,
     cancel: CancellationToken,
 ) -> std::io::Result<BackendHandle> {
     let local_addr = listener.local_addr()?;
-    let backend = Backend::new(options, cancel);
+    let backend = Backend::new(options, cancel)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     server::spawn_accept_loop(backend.clone(), listener, local_addr);
     Ok(BackendHandle {
         local_addr,

@@ -68,10 +68,21 @@ impl Registry {
     /// Queue `message` as a text message on every socket of `user`; returns
     /// how many sockets accepted it.
     pub(super) fn deliver(&self, user: &str, message: Bytes) -> usize {
+        self.deliver_with(user, || message)
+    }
+
+    /// [`Registry::deliver`] for a message borrowed from elsewhere (one that
+    /// arrived through Redis): it is copied only when `user` has a socket here.
+    pub(super) fn deliver_copy(&self, user: &str, message: &[u8]) -> usize {
+        self.deliver_with(user, || Bytes::copy_from_slice(message))
+    }
+
+    fn deliver_with(&self, user: &str, message: impl FnOnce() -> Bytes) -> usize {
         let sockets = self.inner.sockets();
         let Some(user_sockets) = sockets.get(user) else {
             return 0;
         };
+        let message = message();
         let mut delivered = 0;
         for sender in user_sockets.values() {
             match sender.try_send(Outbound::Text(message.clone())) {
@@ -135,6 +146,10 @@ mod tests {
         assert_eq!(text(a2_rx.try_recv().unwrap()), "x");
         assert!(b_rx.try_recv().is_err());
         assert_eq!(registry.deliver("nobody", Bytes::from_static(b"x")), 0);
+
+        assert_eq!(registry.deliver_copy("b", b"y"), 1);
+        assert_eq!(text(b_rx.try_recv().unwrap()), "y");
+        assert_eq!(registry.deliver_copy("nobody", b"y"), 0);
     }
 
     #[test]

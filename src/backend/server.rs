@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use super::fanout::{self, Fanout, InvalidRedisUrl};
 use super::registry::Registry;
 use super::{http, BackendOptions, InvalidHealthStatus};
 
@@ -37,19 +38,35 @@ pub(super) struct Backend {
     pub(super) options: BackendOptions,
     pub(super) health: AtomicU16,
     pub(super) registry: Registry,
+    /// Present when a Redis URL is set.
+    pub(super) fanout: Option<Fanout>,
     pub(super) tracker: TaskTracker,
     pub(super) cancel: CancellationToken,
 }
 
 impl Backend {
-    pub(super) fn new(options: BackendOptions, cancel: CancellationToken) -> Arc<Self> {
-        Arc::new(Backend {
+    pub(super) fn new(
+        options: BackendOptions,
+        cancel: CancellationToken,
+    ) -> Result<Arc<Self>, InvalidRedisUrl> {
+        let fanout = options.redis.as_deref().map(Fanout::new).transpose()?;
+        Ok(Arc::new(Backend {
             options,
             health: AtomicU16::new(200),
             registry: Registry::default(),
+            fanout,
             tracker: TaskTracker::new(),
             cancel,
-        })
+        }))
+    }
+
+    /// How `GET /health` describes the link to Redis.
+    pub(super) fn redis_state(&self) -> &'static str {
+        match &self.fanout {
+            None => "off",
+            Some(fanout) if fanout.is_connected() => "connected",
+            Some(_) => "disconnected",
+        }
     }
 
     pub(super) fn set_health_status(&self, status: u16) -> Result<(), InvalidHealthStatus> {
@@ -64,21 +81,19 @@ impl Backend {
     }
 }
 
-/// Spawn the accept loop on the backend's tracker.
+/// Spawn the accept loop, and the Redis fan-out when there is one, on the
+/// backend's tracker.
 pub(super) fn spawn_accept_loop(backend: Arc<Backend>, listener: TcpListener, addr: SocketAddr) {
     let span = info_span!("backend", id = %backend.options.id);
     let tracker = backend.tracker.clone();
+    if backend.fanout.is_some() {
+        tracker.spawn(fanout::run(backend.clone()).instrument(span.clone()));
+    }
     tracker.spawn(run_accept_loop(backend, listener, addr).instrument(span));
 }
 
 async fn run_accept_loop(backend: Arc<Backend>, listener: TcpListener, addr: SocketAddr) {
     info!("Heartbeat backend listening on {addr}.");
-    if backend.options.redis.is_some() {
-        // The URL is not logged: it may carry a password.
-        warn!(
-            "A Redis URL is set, but Redis fan-out is not supported yet; notifications reach only the sockets of this instance."
-        );
-    }
     let cancel = backend.cancel.clone();
     loop {
         let accepted = tokio::select! {

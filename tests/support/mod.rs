@@ -1,5 +1,6 @@
 //! Test harness: certificates made per test with rcgen, heartbeat backends and the
-//! proxy started in-process on port 0, TLS and WebSocket clients, raw targets.
+//! proxy started in-process on port 0, TLS and WebSocket clients, raw targets; a real
+//! AWS client (`aws`), a headless browser (`browser`) and a real Redis (`redis`).
 #![allow(dead_code)]
 
 use std::future::Future;
@@ -110,15 +111,20 @@ pub async fn start_backend(
     ping_interval: Option<Duration>,
     ping_timeout: Option<Duration>,
 ) -> TestBackend {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let cancel = CancellationToken::new();
-    let options = BackendOptions {
+    start_backend_with(BackendOptions {
         id: id.to_string(),
         ping_interval,
         ping_timeout,
         redis: None,
-    };
+    })
+    .await
+}
+
+/// A heartbeat backend on 127.0.0.1:0 with any options (a Redis URL, say).
+pub async fn start_backend_with(options: BackendOptions) -> TestBackend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cancel = CancellationToken::new();
     let handle = backend::start(listener, options, cancel.clone())
         .await
         .unwrap();
@@ -682,3 +688,4 @@ pub fn status_of(resp: &str) -> u16 {
 
 pub mod aws;
 pub mod browser;
+pub mod redis;
