@@ -199,6 +199,10 @@ fn check(path: Option<PathBuf>) -> ExitCode {
 }
 
 async fn run(path: Option<PathBuf>) -> ExitCode {
+    // Registered before anything starts: a SIGHUP or SIGUSR1 that arrives while the
+    // listeners come up is then queued, not left to its default action (ending the
+    // process).
+    let signals = Signals::register();
     let (cfg, origin, source) = match load(path.as_ref()) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -215,9 +219,10 @@ async fn run(path: Option<PathBuf>) -> ExitCode {
     };
     // SIGHUP reloads the config (the outcome is logged); SIGUSR1 reopens the log files
     // (for logrotate); SIGINT/SIGTERM stop.
+    let Signals { hangup, usr1 } = signals;
     tokio::select! {
-        _ = reload_on_hangup(&handle) => {}
-        _ = reopen_logs_on_usr1(&handle) => {}
+        _ = reload_on_hangup(&handle, hangup) => {}
+        _ = reopen_logs_on_usr1(&handle, usr1) => {}
         _ = wait_for_signal() => {}
     }
     tracing::info!("Shutting down: no new connections; finishing requests and tunnels (signal again to stop at once).");
@@ -228,34 +233,69 @@ async fn run(path: Option<PathBuf>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Reload the config at every SIGHUP (never returns where signals exist).
-async fn reload_on_hangup(handle: &ProxyHandle) {
+/// The signals a running load balancer answers besides SIGINT and SIGTERM: SIGHUP
+/// reloads, SIGUSR1 reopens the logs. `None` where they cannot be had.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut hup) = signal(SignalKind::hangup()) {
-            while hup.recv().await.is_some() {
-                tracing::info!("SIGHUP: reloading the configuration.");
-                // The outcome is logged by the reload itself.
-                let _ = handle.reload().await;
+    hangup: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    usr1: Option<tokio::signal::unix::Signal>,
+    #[cfg(not(unix))]
+    hangup: Option<()>,
+    #[cfg(not(unix))]
+    usr1: Option<()>,
+}
+
+impl Signals {
+    fn register() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals {
+                hangup: signal(SignalKind::hangup()).ok(),
+                usr1: signal(SignalKind::user_defined1()).ok(),
             }
+        }
+        #[cfg(not(unix))]
+        Signals {
+            hangup: None,
+            usr1: None,
+        }
+    }
+}
+
+/// Reload the config at every SIGHUP (never returns).
+#[cfg(unix)]
+async fn reload_on_hangup(handle: &ProxyHandle, hangup: Option<tokio::signal::unix::Signal>) {
+    if let Some(mut hup) = hangup {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration.");
+            // The outcome is logged by the reload itself.
+            let _ = handle.reload().await;
         }
     }
     std::future::pending::<()>().await
 }
 
-/// Reopen the access and connection logs at every SIGUSR1.
-async fn reopen_logs_on_usr1(handle: &ProxyHandle) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut usr1) = signal(SignalKind::user_defined1()) {
-            while usr1.recv().await.is_some() {
-                tracing::info!("SIGUSR1: reopening the log files.");
-                handle.reopen_logs();
-            }
+/// Reopen the access and connection logs at every SIGUSR1 (never returns).
+#[cfg(unix)]
+async fn reopen_logs_on_usr1(handle: &ProxyHandle, usr1: Option<tokio::signal::unix::Signal>) {
+    if let Some(mut usr1) = usr1 {
+        while usr1.recv().await.is_some() {
+            tracing::info!("SIGUSR1: reopening the log files.");
+            handle.reopen_logs();
         }
     }
+    std::future::pending::<()>().await
+}
+
+#[cfg(not(unix))]
+async fn reload_on_hangup(_: &ProxyHandle, _: Option<()>) {
+    std::future::pending::<()>().await
+}
+
+#[cfg(not(unix))]
+async fn reopen_logs_on_usr1(_: &ProxyHandle, _: Option<()>) {
     std::future::pending::<()>().await
 }
 

@@ -195,7 +195,7 @@ fn write_config(out: &mut String, c: &Config) -> std::fmt::Result {
             b.listen,
             ping(b.ping_interval),
             ping(b.ping_timeout),
-            b.redis.as_deref().unwrap_or("none")
+            b.redis.as_deref().map_or("none".into(), redacted)
         )?;
     }
     Ok(())
@@ -285,5 +285,38 @@ fn action(c: &Config, a: &Action) -> String {
                 f.message_body.chars().count()
             )
         }
+    }
+}
+
+/// A URL with the password of its user info (`redis://user:secret@host`) replaced by `***`.
+fn redacted(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.into();
+    };
+    match rest.split_once('@') {
+        Some((user_info, host)) if user_info.contains(':') => {
+            let user = user_info.split_once(':').map_or("", |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}").into()
+        }
+        _ => url.into(),
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    #[test]
+    fn a_urls_password_is_not_printed() {
+        assert_eq!(
+            super::redacted("redis://:hunter2@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            super::redacted("redis://app:hunter2@h"),
+            "redis://app:***@h"
+        );
+        assert_eq!(
+            super::redacted("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
     }
 }

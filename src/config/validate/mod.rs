@@ -609,10 +609,16 @@ fn backend(cx: &mut Cx<'_>, b: &Spanned<BackendConfig>) -> Option<Backend> {
     }
     if let Some(r) = &b.redis {
         let url = r.get_ref();
-        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        if url.starts_with("rediss://") {
             cx.error(
                 r.span(),
-                format!("`redis` must be a redis:// or rediss:// URL (got `{url}`)"),
+                "`redis` over TLS (rediss://) is not supported by the heartbeat backend; use a redis:// URL",
+            );
+            ok = false;
+        } else if !url.starts_with("redis://") {
+            cx.error(
+                r.span(),
+                format!("`redis` must be a redis:// URL (got `{url}`)"),
             );
             ok = false;
         }

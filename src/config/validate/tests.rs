@@ -1015,9 +1015,16 @@ fn backends() {
         errs,
         vec![
             "11:6: a backend `id` cannot be empty",
-            "12:9: `redis` must be a redis:// or rediss:// URL (got `localhost`)",
+            "12:9: `redis` must be a redis:// URL (got `localhost`)",
             "14:10: port 9001 on 127.0.0.1 is already used by the backend on 127.0.0.1:9001 (line 10)",
         ]
+    );
+    let errs = errors(&with(
+        "[[backend]]\nlisten = \"127.0.0.1:9001\"\nredis = \"rediss://:secret@cache:6380\"\n",
+    ));
+    assert_eq!(
+        errs,
+        vec!["11:9: `redis` over TLS (rediss://) is not supported by the heartbeat backend; use a redis:// URL"]
     );
 }
 
