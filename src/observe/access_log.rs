@@ -351,6 +351,36 @@ mod tests {
     use super::*;
     use std::time::UNIX_EPOCH;
 
+    #[test]
+    fn numbers_addresses_and_times_are_written_as_alb_writes_them() {
+        let written = |f: &dyn Fn(&mut String)| {
+            let mut out = String::new();
+            f(&mut out);
+            out
+        };
+        for a in [
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "10.2.30.4:8080",
+            "[::1]:443",
+        ] {
+            assert_eq!(written(&|o| addr(o, a.parse().unwrap())), a);
+        }
+        for (us, text) in [
+            (0, "0.000"),
+            (499, "0.000"),
+            (500, "0.001"),
+            (1_999_600, "2.000"),
+            (62_345_678, "62.346"),
+        ] {
+            assert_eq!(written(&|o| seconds3(o, Duration::from_micros(us))), text);
+        }
+        assert_eq!(
+            written(&|o| time(o, at(1_530_570_168_000_007))),
+            "2018-07-02T22:22:48.000007Z"
+        );
+    }
+
     fn at(us: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_micros(us)
     }
