@@ -57,7 +57,7 @@ impl Setup {
         let cert = pki.leaf("proxy", &["localhost"]);
         let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
         let text = forward_config(&pki, &cert, &format!("{}ms", IDLE.as_millis()), &addrs)
-            + "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+            + "\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[access_log]\npath = \"access.log\"\n";
         let proxy = start_proxy(&pki, &text).await;
         Setup {
             pki,
@@ -237,6 +237,14 @@ async fn closes_with_fins(mode: &str) {
     s.closed_line(&cause).await;
     assert_eq!(closed_count(s.admin(), &cause).await, 1);
     eventually("the tunnel unlisted", || s.proxy.tunnels().is_empty()).await;
+    // The tunnel's access-log line names the provoked end as its error_reason.
+    s.proxy.flush_logs();
+    let log = std::fs::read_to_string(s.pki.dir.path().join("access.log")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("ws "))
+        .expect("the tunnel's line");
+    assert!(line.contains(&format!(" \"{cause}\" ")), "{line}");
 }
 
 #[tokio::test]

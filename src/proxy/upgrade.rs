@@ -9,7 +9,7 @@
 //! hyper's connection parts.
 
 use super::client_io::PendingLine;
-use crate::tunnel::TunnelRecord;
+use crate::tunnel::{CloseCause, TunnelRecord};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -230,6 +230,11 @@ impl crate::tunnel::OnEnd for Held {
             line.time = record.closed_at;
             line.received_bytes += record.bytes_from_client;
             line.sent_bytes += record.bytes_to_client;
+            // Beyond ALB: a provoked end says so in `error_reason` (ALB writes `-` for
+            // a tunnel, as albatross does for every other end).
+            if let CloseCause::Disconnect(_) = record.cause {
+                line.error_reason = Some(record.cause.as_str());
+            }
             p.log.write(line);
         }
     }
