@@ -1,5 +1,7 @@
 //! The heartbeat backend over real sockets on 127.0.0.1, port 0.
 
+mod support;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -7,15 +9,17 @@ use std::time::{Duration, Instant};
 use albatross::backend::{self, BackendHandle, BackendOptions};
 use bytes::Bytes;
 use fastwebsockets::{handshake, Frame, OpCode, Payload, WebSocket};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{Empty, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{CONNECTION, CONTENT_TYPE, UPGRADE};
+use hyper::header::{CONNECTION, UPGRADE};
 use hyper::upgrade::Upgraded;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+
+use support::{http_client, send_request};
 
 type Client = WebSocket<TokioIo<Upgraded>>;
 
@@ -123,16 +127,6 @@ async fn send_text(ws: &mut Client, text: &str) {
         .unwrap();
 }
 
-/// A keep-alive HTTP/1.1 client connection.
-async fn http_client(addr: SocketAddr) -> SendRequest<Full<Bytes>> {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    sender
-}
-
 struct Answer {
     status: StatusCode,
     content_type: String,
@@ -145,21 +139,7 @@ async fn request(
     path: &str,
     body: &str,
 ) -> Answer {
-    client.ready().await.unwrap();
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("Host", "backend")
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .unwrap();
-    let response = client.send_request(request).await.unwrap();
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let (status, content_type, body) = send_request(client, method, path, body).await;
     Answer {
         status,
         content_type,

@@ -12,11 +12,9 @@ use std::time::Duration;
 use albatross::backend::{self, BackendOptions};
 use bytes::Bytes;
 use fastwebsockets::OpCode;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::CONTENT_TYPE;
-use hyper::{Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::StatusCode;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -65,38 +63,20 @@ struct Answer {
 
 impl Http {
     async fn connect(addr: SocketAddr) -> Http {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        Http(sender)
+        Http(http_client(addr).await)
     }
 
     async fn send(&mut self, method: &str, path: &str, body: &str) -> Answer {
-        within(&format!("{method} {path}"), async {
-            self.0.ready().await.unwrap();
-            let request = Request::builder()
-                .method(method)
-                .uri(path)
-                .header("Host", "backend")
-                .body(Full::new(Bytes::from(body.to_owned())))
-                .unwrap();
-            let response = self.0.send_request(request).await.unwrap();
-            let status = response.status();
-            let content_type = response
-                .headers()
-                .get(CONTENT_TYPE)
-                .map(|v| v.to_str().unwrap().to_owned())
-                .unwrap_or_default();
-            let body = response.into_body().collect().await.unwrap().to_bytes();
-            Answer {
-                status,
-                content_type,
-                body: serde_json::from_slice(&body).expect("a JSON body"),
-            }
-        })
-        .await
+        let (status, content_type, body) = within(
+            &format!("{method} {path}"),
+            send_request(&mut self.0, method, path, body),
+        )
+        .await;
+        Answer {
+            status,
+            content_type,
+            body: serde_json::from_slice(&body).expect("a JSON body"),
+        }
     }
 
     /// `POST /notify/USER`; the 202's JSON body.

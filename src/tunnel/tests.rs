@@ -752,22 +752,23 @@ async fn closing_disconnects_send_a_fin_both_ways(path: Path) {
     }
 }
 
+/// Both far ends read an RST.
+async fn both_reset(t: &mut Tunnel) {
+    let (client_end, target_end) =
+        tokio::join!(read_to_eof(&mut t.client), read_to_eof(&mut t.target));
+    for (side, end) in [("client", client_end), ("target", target_end)] {
+        let kind = end.map_err(|e| e.kind());
+        assert_eq!(kind, Err(io::ErrorKind::ConnectionReset), "{side}");
+    }
+}
+
 async fn reset_disconnect_resets_both_sides(path: Path) {
     let mut t = Tunnel::start(path, b"", b"", Duration::from_secs(30)).await;
     t.client.write_all(b"ping").await.unwrap();
     assert_eq!(read_exact_n(&mut t.target, 4).await, b"ping");
     t.control.end(EndRequest::Disconnect(DisconnectMode::Reset));
 
-    let (client_end, target_end) =
-        tokio::join!(read_to_eof(&mut t.client), read_to_eof(&mut t.target));
-    assert_eq!(
-        client_end.unwrap_err().kind(),
-        io::ErrorKind::ConnectionReset
-    );
-    assert_eq!(
-        target_end.unwrap_err().kind(),
-        io::ErrorKind::ConnectionReset
-    );
+    both_reset(&mut t).await;
     let r = report(t.task).await;
     assert_eq!(
         r.end,
@@ -827,16 +828,7 @@ async fn a_dropped_tunnel_can_still_be_reset(path: Path) {
     t.client.write_all(b"lost").await.unwrap();
     tokio::task::yield_now().await;
     assert!(t.control.end(EndRequest::Disconnect(DisconnectMode::Reset)));
-    let (client_end, target_end) =
-        tokio::join!(read_to_eof(&mut t.client), read_to_eof(&mut t.target));
-    assert_eq!(
-        client_end.unwrap_err().kind(),
-        io::ErrorKind::ConnectionReset
-    );
-    assert_eq!(
-        target_end.unwrap_err().kind(),
-        io::ErrorKind::ConnectionReset
-    );
+    both_reset(&mut t).await;
     let r = report(t.task).await;
     assert_eq!(
         r.end,

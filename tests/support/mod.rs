@@ -98,6 +98,45 @@ impl Pki {
     }
 }
 
+/// A keep-alive HTTP/1.1 client connection to `addr` (its connection task spawned).
+pub async fn http_client(
+    addr: SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// `method path` with `body` (`Host: backend`) on `client`: the status, the
+/// content type (empty when absent) and the whole body.
+pub async fn send_request(
+    client: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (hyper::StatusCode, String, Bytes) {
+    use http_body_util::BodyExt;
+    client.ready().await.unwrap();
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("Host", "backend")
+        .body(http_body_util::Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
+    let response = client.send_request(request).await.unwrap();
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, content_type, body)
+}
+
 /// A heartbeat backend on 127.0.0.1:0; it stops when the returned token is dropped
 /// together with the handle (the guard cancels on drop).
 pub struct TestBackend {
