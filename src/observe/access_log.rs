@@ -33,7 +33,10 @@ impl RequestLine {
         out.push_str(self.scheme);
         out.push_str("://");
         if let Some(h) = &self.host {
-            escaped(out, host_only(&String::from_utf8_lossy(h.as_bytes())));
+            match std::str::from_utf8(h.as_bytes()) {
+                Ok(host) => escaped(out, host_only(host)),
+                Err(_) => escaped(out, host_only(&String::from_utf8_lossy(h.as_bytes()))),
+            }
         }
         out.push(':');
         int(out, self.port);
@@ -135,8 +138,12 @@ impl Line for AccessRecord {
         out.push(' ');
         addr(out, r.client);
         out.push(' ');
-        match r.target {
-            Some(t) => addr(out, t),
+        // The target's text, from the few targets this thread wrote last.
+        let target = r
+            .target
+            .map(|t| RECENT_TARGETS.with(|c| c.borrow_mut().text(t)));
+        match &target {
+            Some(t) => out.push_str(t.as_str()),
             None => out.push('-'),
         }
         for d in [
@@ -199,10 +206,10 @@ impl Line for AccessRecord {
         quoted_or_dash(out, r.error_reason);
         out.push(' ');
         // target:port_list and target_status_code_list: one entry each (as ALB today).
-        match r.target {
+        match &target {
             Some(t) => {
                 out.push('"');
-                addr(out, t);
+                out.push_str(t.as_str());
                 out.push('"');
             }
             None => out.push_str("\"-\""),
@@ -224,6 +231,61 @@ impl Line for AccessRecord {
         r.conn_trace_id.write_to(out);
         out.push_str(" \"-\" \"-\" \"-\"");
     }
+}
+
+/// A socket address as the log writes it (`ip:port`, `[ipv6]:port`), inline.
+#[derive(Clone, Copy)]
+struct AddrText {
+    len: u8,
+    buf: [u8; 47],
+}
+
+impl AddrText {
+    fn new(a: SocketAddr) -> AddrText {
+        let mut text = String::with_capacity(47);
+        addr(&mut text, a);
+        let mut buf = [0u8; 47];
+        let len = text.len().min(buf.len());
+        buf[..len].copy_from_slice(&text.as_bytes()[..len]);
+        AddrText {
+            len: len as u8,
+            buf,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        // Written from a `String` above, cut at most at its end.
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+/// The texts of the last few targets a log thread wrote: a load balancer's lines name
+/// few targets, each twice per line.
+struct RecentTargets {
+    entries: [(SocketAddr, AddrText); 8],
+    filled: usize,
+    next: usize,
+}
+
+impl RecentTargets {
+    fn text(&mut self, a: SocketAddr) -> AddrText {
+        if let Some((_, text)) = self.entries[..self.filled].iter().find(|(k, _)| *k == a) {
+            return *text;
+        }
+        let text = AddrText::new(a);
+        self.entries[self.next] = (a, text);
+        self.next = (self.next + 1) % self.entries.len();
+        self.filled = (self.filled + 1).min(self.entries.len());
+        text
+    }
+}
+
+std::thread_local! {
+    static RECENT_TARGETS: std::cell::RefCell<RecentTargets> = std::cell::RefCell::new(RecentTargets {
+        entries: [(SocketAddr::from(([0, 0, 0, 0], 0)), AddrText { len: 0, buf: [0; 47] }); 8],
+        filled: 0,
+        next: 0,
+    });
 }
 
 fn int(out: &mut String, n: impl itoa::Integer) {
@@ -300,10 +362,7 @@ fn header_or_dash(out: &mut String, value: Option<&HeaderValue>) {
     };
     let bytes = v.as_bytes();
     // Usual case, one pass: printable ASCII with nothing to escape.
-    if bytes
-        .iter()
-        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-    {
+    if bytes.iter().all(|&b| AS_IS[usize::from(b)] == ASCII) {
         out.push('"');
         // Checked above: ASCII, so valid UTF-8.
         out.push_str(std::str::from_utf8(bytes).unwrap_or_default());
@@ -328,9 +387,27 @@ fn quoted(out: &mut String, value: &str) {
     out.push('"');
 }
 
+/// How a byte goes into a quoted field: [`ASCII`] as it is; [`UTF8`] as it is within
+/// valid UTF-8 text; anything else escaped (`"`, `\\`, control bytes).
+const AS_IS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = match b as u8 {
+            b'"' | b'\\' | 0x7f => 0,
+            0x20..=0x7e => ASCII,
+            0x80..=0xff => UTF8,
+            _ => 0,
+        };
+        b += 1;
+    }
+    table
+};
+const ASCII: u8 = 1;
+const UTF8: u8 = 2;
+
 fn escaped(out: &mut String, value: &str) {
-    let plain = |b: u8| b != b'"' && b != b'\\' && b >= 0x20 && b != 0x7f;
-    if value.bytes().all(plain) {
+    if value.bytes().all(|b| AS_IS[usize::from(b)] != 0) {
         out.push_str(value);
         return;
     }
@@ -350,6 +427,27 @@ fn escaped(out: &mut String, value: &str) {
 mod tests {
     use super::*;
     use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn target_texts_are_right_whether_remembered_or_not() {
+        let longest: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
+            .parse()
+            .unwrap();
+        assert_eq!(AddrText::new(longest).as_str(), longest.to_string());
+        let mut recent = RecentTargets {
+            entries: [(longest, AddrText::new(longest)); 8],
+            filled: 0,
+            next: 0,
+        };
+        // Twenty targets, twice over: more than are remembered.
+        for _ in 0..2 {
+            for port in 9000..9020u16 {
+                let a = SocketAddr::from(([10, 0, 0, 1], port));
+                assert_eq!(recent.text(a).as_str(), a.to_string());
+            }
+        }
+        assert_eq!(recent.text(longest).as_str(), longest.to_string());
+    }
 
     #[test]
     fn numbers_addresses_and_times_are_written_as_alb_writes_them() {
