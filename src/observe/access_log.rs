@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -143,7 +144,7 @@ impl Line for AccessRecord {
             .target
             .map(|t| RECENT_TARGETS.with(|c| c.borrow_mut().text(t)));
         match &target {
-            Some(t) => out.push_str(t.as_str()),
+            Some(t) => out.push_str(t),
             None => out.push('-'),
         }
         for d in [
@@ -209,7 +210,7 @@ impl Line for AccessRecord {
         match &target {
             Some(t) => {
                 out.push('"');
-                out.push_str(t.as_str());
+                out.push_str(t);
                 out.push('"');
             }
             None => out.push_str("\"-\""),
@@ -233,59 +234,45 @@ impl Line for AccessRecord {
     }
 }
 
-/// A socket address as the log writes it (`ip:port`, `[ipv6]:port`), inline.
-#[derive(Clone, Copy)]
-struct AddrText {
-    len: u8,
-    buf: [u8; 47],
-}
-
-impl AddrText {
-    fn new(a: SocketAddr) -> AddrText {
-        let mut text = String::with_capacity(47);
-        addr(&mut text, a);
-        let mut buf = [0u8; 47];
-        let len = text.len().min(buf.len());
-        buf[..len].copy_from_slice(&text.as_bytes()[..len]);
-        AddrText {
-            len: len as u8,
-            buf,
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        // Written from a `String` above, cut at most at its end.
-        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or_default()
-    }
-}
-
-/// The texts of the last few targets a log thread wrote: a load balancer's lines name
-/// few targets, each twice per line.
+/// The texts of the last few targets a log thread wrote (`ip:port`): a load balancer's
+/// lines name few targets, each twice per line. Shared with `Rc`: the cache never leaves
+/// its thread.
 struct RecentTargets {
-    entries: [(SocketAddr, AddrText); 8],
-    filled: usize,
+    entries: Vec<(SocketAddr, Rc<str>)>,
     next: usize,
 }
 
+/// How many targets a log thread remembers.
+const RECENT_TARGETS_KEPT: usize = 8;
+
 impl RecentTargets {
-    fn text(&mut self, a: SocketAddr) -> AddrText {
-        if let Some((_, text)) = self.entries[..self.filled].iter().find(|(k, _)| *k == a) {
-            return *text;
+    const fn new() -> RecentTargets {
+        RecentTargets {
+            entries: Vec::new(),
+            next: 0,
         }
-        let text = AddrText::new(a);
-        self.entries[self.next] = (a, text);
-        self.next = (self.next + 1) % self.entries.len();
-        self.filled = (self.filled + 1).min(self.entries.len());
+    }
+
+    fn text(&mut self, a: SocketAddr) -> Rc<str> {
+        if let Some((_, text)) = self.entries.iter().find(|(k, _)| *k == a) {
+            return text.clone();
+        }
+        let mut text = String::with_capacity(24);
+        addr(&mut text, a);
+        let text: Rc<str> = Rc::from(text);
+        if self.entries.len() < RECENT_TARGETS_KEPT {
+            self.entries.push((a, text.clone()));
+        } else {
+            self.entries[self.next] = (a, text.clone());
+            self.next = (self.next + 1) % RECENT_TARGETS_KEPT;
+        }
         text
     }
 }
 
 std::thread_local! {
-    static RECENT_TARGETS: std::cell::RefCell<RecentTargets> = std::cell::RefCell::new(RecentTargets {
-        entries: [(SocketAddr::from(([0, 0, 0, 0], 0)), AddrText { len: 0, buf: [0; 47] }); 8],
-        filled: 0,
-        next: 0,
-    });
+    static RECENT_TARGETS: std::cell::RefCell<RecentTargets> =
+        const { std::cell::RefCell::new(RecentTargets::new()) };
 }
 
 fn int(out: &mut String, n: impl itoa::Integer) {
@@ -433,20 +420,16 @@ mod tests {
         let longest: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
             .parse()
             .unwrap();
-        assert_eq!(AddrText::new(longest).as_str(), longest.to_string());
-        let mut recent = RecentTargets {
-            entries: [(longest, AddrText::new(longest)); 8],
-            filled: 0,
-            next: 0,
-        };
+        let mut recent = RecentTargets::new();
         // Twenty targets, twice over: more than are remembered.
         for _ in 0..2 {
             for port in 9000..9020u16 {
                 let a = SocketAddr::from(([10, 0, 0, 1], port));
-                assert_eq!(recent.text(a).as_str(), a.to_string());
+                assert_eq!(&*recent.text(a), a.to_string());
             }
         }
-        assert_eq!(recent.text(longest).as_str(), longest.to_string());
+        assert_eq!(&*recent.text(longest), longest.to_string());
+        assert_eq!(recent.entries.len(), RECENT_TARGETS_KEPT);
     }
 
     #[test]
