@@ -323,6 +323,19 @@ async fn every_kind_of_request_gets_albs_line() {
     );
     assert!(e.get("conn_trace_id").starts_with("TID_") && e.get("conn_trace_id").len() == 36);
 
+    // A client's trace id: the line carries the header the target got (ALB's `Self=`
+    // added before the client's fields).
+    let traced = "GET /traced HTTP/1.1\r\nHost: localhost\r\nX-Amzn-Trace-Id: Root=1-67891233-abcdef012345678912345678;Sampled=1\r\nConnection: close\r\n\r\n";
+    let (status, _, _) = exchange(http, traced).await;
+    assert_eq!(status, 200);
+    let e = logs.entry(&proxy, "/traced ");
+    let trace = e.get("trace_id");
+    assert!(
+        trace.starts_with("Self=1-")
+            && trace.ends_with(";Root=1-67891233-abcdef012345678912345678;Sampled=1"),
+        "{trace}"
+    );
+
     // The load balancer's own answers: fixed response, redirect, 502, 503, 504, 400.
     let (_, resp, _) = exchange(http, &get("/fixed")).await;
     let e = logs.entry(&proxy, "/fixed ");

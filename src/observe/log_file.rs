@@ -5,6 +5,11 @@
 //! no wake-up and a busy log is written in large writes. [`LogFile::reopen`]
 //! (on `SIGUSR1`) makes the thread close the file and open the path again, so a log
 //! rotated by renaming continues in a new file.
+//!
+//! Boxed records go back to the workers once written ([`LogFile::boxed`]): a box made
+//! by a worker and freed by the log's thread would make the allocator collect it across
+//! threads, which costs more than the box itself. The log's thread empties a record of
+//! what it shares with requests ([`Line::recycle`]) before handing its box back.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -13,15 +18,45 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
+use crossbeam_queue::ArrayQueue;
+
 /// A record that knows how to write itself as one line (without the newline).
 pub trait Line: Send + 'static {
     fn write_line(&self, out: &mut String);
+
+    /// Once written: let go of what the record shares with requests (header values,
+    /// names), so that its allocation can be used again, and say whether it can. A
+    /// record that cannot is dropped.
+    fn recycle(&mut self) -> bool {
+        false
+    }
 }
 
 /// A boxed record moves through the queue as a pointer.
 impl<T: Line + ?Sized> Line for Box<T> {
     fn write_line(&self, out: &mut String) {
         (**self).write_line(out)
+    }
+
+    fn recycle(&mut self) -> bool {
+        (**self).recycle()
+    }
+}
+
+/// Written records whose allocations wait to be used again, at most this many (a busy
+/// log's records of one [`INTERVAL`]; an idle log holds as many as it ever had queued).
+const SPARES: usize = 4096;
+
+impl<T: Line> LogFile<Box<T>> {
+    /// `record` in a box: a written record's, when one waits to be used again.
+    pub fn boxed(&self, record: T) -> Box<T> {
+        match self.spares.pop() {
+            Some(mut spare) => {
+                *spare = record;
+                spare
+            }
+            None => Box::new(record),
+        }
     }
 }
 
@@ -40,6 +75,8 @@ pub struct LogFile<R: Line> {
     queue: SyncSender<Message<R>>,
     dropped: AtomicU64,
     reopen: Arc<AtomicBool>,
+    /// Written records, emptied, for [`LogFile::boxed`].
+    spares: Arc<ArrayQueue<R>>,
 }
 
 impl<R: Line> std::fmt::Debug for LogFile<R> {
@@ -67,25 +104,28 @@ impl<R: Line> LogFile<R> {
         let file = open_append(path)?;
         let (queue, records) = mpsc::sync_channel(capacity);
         let reopen = Arc::new(AtomicBool::new(false));
+        let spares = Arc::new(ArrayQueue::new(SPARES));
         let writer = Writer {
             path: path.to_path_buf(),
             out: BufWriter::new(file),
             reopen: reopen.clone(),
             line: String::with_capacity(512),
         };
+        let writer_spares = spares.clone();
         std::thread::Builder::new()
             .name("albatross-log".into())
             .spawn(move || {
                 if let Some(gate) = gate {
                     let _ = gate.recv();
                 }
-                writer.run(records)
+                writer.run(records, &writer_spares)
             })?;
         Ok(LogFile {
             path: path.to_path_buf(),
             queue,
             dropped: AtomicU64::new(0),
             reopen,
+            spares,
         })
     }
 
@@ -139,7 +179,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn run<R: Line>(mut self, records: Receiver<Message<R>>) {
+    fn run<R: Line>(mut self, records: Receiver<Message<R>>, spares: &ArrayQueue<R>) {
         loop {
             // Nobody waits in `recv`, so queuing a record wakes no one.
             std::thread::sleep(INTERVAL);
@@ -148,7 +188,12 @@ impl Writer {
                 match records.try_recv() {
                     Ok(m) => {
                         wrote = true;
-                        self.handle(m);
+                        if let Some(mut written) = self.handle(m) {
+                            if written.recycle() {
+                                // When the spares are full the record is dropped here.
+                                let _ = spares.push(written);
+                            }
+                        }
                     }
                     Err(mpsc::TryRecvError::Empty) => break,
                     Err(mpsc::TryRecvError::Disconnected) => {
@@ -165,7 +210,8 @@ impl Writer {
         }
     }
 
-    fn handle<R: Line>(&mut self, message: Message<R>) {
+    /// Write or flush as `message` says; the record, once written.
+    fn handle<R: Line>(&mut self, message: Message<R>) -> Option<R> {
         if self.reopen.swap(false, Ordering::AcqRel) {
             let _ = self.out.flush();
             match open_append(&self.path) {
@@ -184,12 +230,14 @@ impl Writer {
                 if let Err(e) = self.out.write_all(self.line.as_bytes()) {
                     tracing::warn!("Writing the log {} failed: {e}.", self.path.display());
                 }
+                Some(r)
             }
             Message::Flush(done) => {
                 let _ = self.out.flush();
                 if let Some(done) = done {
                     let _ = done.send(());
                 }
+                None
             }
         }
     }
@@ -242,5 +290,49 @@ mod tests {
         open_gate.send(()).unwrap();
         log.flush();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\nb\n");
+    }
+
+    /// A record that shares something with "requests" until it is recycled.
+    struct Shared(Option<Arc<str>>);
+
+    impl Line for Shared {
+        fn write_line(&self, out: &mut String) {
+            out.push_str(self.0.as_deref().unwrap_or("-"));
+        }
+
+        fn recycle(&mut self) -> bool {
+            self.0 = None;
+            true
+        }
+    }
+
+    #[test]
+    fn written_records_come_back_emptied_for_the_next_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let log: LogFile<Box<Shared>> = LogFile::open(&path, 16).unwrap();
+        let name: Arc<str> = Arc::from("shared");
+        let first = log.boxed(Shared(Some(name.clone())));
+        let first_at = &*first as *const Shared as usize;
+        assert!(log.write(first));
+        log.flush();
+        assert_eq!(
+            Arc::strong_count(&name),
+            1,
+            "the written record let go of it"
+        );
+        let second = log.boxed(Shared(None));
+        assert_eq!(
+            &*second as *const Shared as usize, first_at,
+            "the same box again"
+        );
+        assert!(log.write(second));
+        log.flush();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "shared\n-\n");
+        // Records that cannot be recycled are simply dropped.
+        let texts = LogFile::open(&dir.path().join("t.log"), 4).unwrap();
+        assert!(texts.write(Text("x")));
+        texts.flush();
+        assert!(texts.spares.is_empty());
     }
 }

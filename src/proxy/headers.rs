@@ -10,6 +10,7 @@ use http::header::{
 };
 
 use crate::config::model::{Protocol, XffMode};
+use crate::observe::access_log::MADE_TRACE_ID_LEN;
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -192,7 +193,7 @@ impl Forwarded {
             self.rewrite_host(headers, authority);
         }
         if !self.trace_set {
-            apply_trace_id(headers);
+            let _ = apply_trace_id(headers);
         } else if let Some(v) = headers.remove(&X_AMZN_TRACE_ID) {
             // Last, where it always goes.
             headers.insert(X_AMZN_TRACE_ID.clone(), v);
@@ -301,6 +302,7 @@ pub fn new_trace_id() -> String {
 }
 
 const TRACE_ID_LEN: usize = 35;
+const _: () = assert!(5 + TRACE_ID_LEN == MADE_TRACE_ID_LEN);
 
 /// Write a fresh trace id into `out`.
 fn write_trace_id(out: &mut [u8; TRACE_ID_LEN]) {
@@ -374,18 +376,18 @@ fn write_decimal(out: &mut [u8], mut n: u32) -> usize {
 
 /// X-Amzn-Trace-Id as ALB sets it: add `Root=` when absent; when a Root arrives, put
 /// (or replace) `Self=` in front and keep the rest.
-pub fn apply_trace_id(headers: &mut HeaderMap) {
+pub fn apply_trace_id(headers: &mut HeaderMap) -> Option<[u8; MADE_TRACE_ID_LEN]> {
     // One lookup of the name, whether the header is there or not.
     let mut entry = match headers.entry(&X_AMZN_TRACE_ID) {
         Entry::Vacant(e) => {
-            let mut value = [0u8; 5 + TRACE_ID_LEN];
+            let mut value = [0u8; MADE_TRACE_ID_LEN];
             value[..5].copy_from_slice(b"Root=");
             let id: &mut [u8; TRACE_ID_LEN] = (&mut value[5..]).try_into().expect("length");
             write_trace_id(id);
             if let Ok(v) = HeaderValue::from_bytes(&value) {
                 e.insert(v);
             }
-            return;
+            return Some(value);
         }
         Entry::Occupied(e) => e,
     };
@@ -404,6 +406,7 @@ pub fn apply_trace_id(headers: &mut HeaderMap) {
     if let Ok(v) = HeaderValue::from_str(&value) {
         entry.insert(v);
     }
+    None
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use super::serve::ConnInfo;
 use super::upgrade::{self, PendingTunnel};
 use super::{actions, head, ListenerContext, ListenerView, ProxyBody};
 use crate::config::model::Action;
-use crate::observe::access_log::RequestLine;
+use crate::observe::access_log::{RequestLine, TraceId};
 use crate::observe::metrics::{self, Metrics};
 use crate::observe::{AccessRecord, Kind, LogFile};
 
@@ -213,7 +213,7 @@ fn line_for(
         classification_reason: classification.map(|c| c.reason_field()),
         conn_trace_id: conn.trace_id.unwrap_or_default(),
     };
-    Some((log.clone(), Box::new(record)))
+    Some((log.clone(), log.boxed(record)))
 }
 
 /// Fill in what the response tells: the status the client got and when.
@@ -286,8 +286,14 @@ async fn respond(
     let mut req = req;
     if let Some((_, record)) = line {
         // ALB sets the trace id as the request arrives; the log carries it.
-        headers::apply_trace_id(req.headers_mut());
-        record.trace_id = req.headers().get(&headers::X_AMZN_TRACE_ID).cloned();
+        record.trace_id = match headers::apply_trace_id(req.headers_mut()) {
+            Some(made) => Some(TraceId::Made(made)),
+            None => req
+                .headers()
+                .get(&headers::X_AMZN_TRACE_ID)
+                .cloned()
+                .map(TraceId::Header),
+        };
     }
     if req.method() == Method::TRACE {
         return (elb(&RequestError::MethodNotAllowed.into()), None);
