@@ -172,8 +172,9 @@ pub struct Forwarded {
     pub xff_mode: XffMode,
     pub xff_client_port: bool,
     pub preserve_host_header: bool,
-    /// The trace id was set when the request arrived (for the access log): keep it.
-    pub trace_set: bool,
+    /// The trace id worked out when the request arrived (for the access log), to send
+    /// as it is; `None`: work it out now.
+    pub trace: Option<HeaderValue>,
 }
 
 impl Forwarded {
@@ -192,11 +193,11 @@ impl Forwarded {
         if !self.preserve_host_header {
             self.rewrite_host(headers, authority);
         }
-        if !self.trace_set {
-            let _ = apply_trace_id(headers);
-        } else if let Some(v) = headers.remove(&X_AMZN_TRACE_ID) {
-            // Last, where it always goes.
-            headers.insert(X_AMZN_TRACE_ID.clone(), v);
+        match &self.trace {
+            None => {
+                let _ = apply_trace_id(headers);
+            }
+            Some(value) => set_trace_id(headers, value.clone()),
         }
     }
 
@@ -375,25 +376,56 @@ fn write_decimal(out: &mut [u8], mut n: u32) -> usize {
 }
 
 /// X-Amzn-Trace-Id as ALB sets it: add `Root=` when absent; when a Root arrives, put
-/// (or replace) `Self=` in front and keep the rest.
+/// (or replace) `Self=` in front and keep the rest. The id's text when it was made whole.
 pub fn apply_trace_id(headers: &mut HeaderMap) -> Option<[u8; MADE_TRACE_ID_LEN]> {
     // One lookup of the name, whether the header is there or not.
-    let mut entry = match headers.entry(&X_AMZN_TRACE_ID) {
+    match headers.entry(&X_AMZN_TRACE_ID) {
         Entry::Vacant(e) => {
-            let mut value = [0u8; MADE_TRACE_ID_LEN];
-            value[..5].copy_from_slice(b"Root=");
-            let id: &mut [u8; TRACE_ID_LEN] = (&mut value[5..]).try_into().expect("length");
-            write_trace_id(id);
-            if let Ok(v) = HeaderValue::from_bytes(&value) {
-                e.insert(v);
-            }
-            return Some(value);
+            let (value, made) = trace_value(None);
+            e.insert(value);
+            made
         }
-        Entry::Occupied(e) => e,
+        Entry::Occupied(mut e) => {
+            let (value, _) = trace_value(Some(e.get()));
+            e.insert(value);
+            None
+        }
+    }
+}
+
+/// [`apply_trace_id`] with the value worked out beforehand (by [`trace_value`], when the
+/// request arrived, for the access log): in the client's header's place, or last.
+pub fn set_trace_id(headers: &mut HeaderMap, value: HeaderValue) {
+    match headers.entry(&X_AMZN_TRACE_ID) {
+        Entry::Vacant(e) => {
+            e.insert(value);
+        }
+        Entry::Occupied(mut e) => {
+            e.insert(value);
+        }
+    }
+}
+
+/// The X-Amzn-Trace-Id to send for a request that came with `existing`, and the id's
+/// text when the load balancer made it whole (no trace id came).
+pub fn trace_value(
+    existing: Option<&HeaderValue>,
+) -> (HeaderValue, Option<[u8; MADE_TRACE_ID_LEN]>) {
+    let made = || {
+        let mut value = [0u8; MADE_TRACE_ID_LEN];
+        value[..5].copy_from_slice(b"Root=");
+        let id: &mut [u8; TRACE_ID_LEN] = (&mut value[5..]).try_into().expect("length");
+        write_trace_id(id);
+        value
     };
-    let existing = entry.get().to_str().ok().map(str::to_owned);
-    let value = match existing {
-        Some(v) if v.split(';').any(|f| f.trim_start().starts_with("Root=")) => {
+    let Some(existing) = existing else {
+        let value = made();
+        // Letters, digits, `=` and `-`: always a valid value.
+        let header = HeaderValue::from_bytes(&value).unwrap_or(HeaderValue::from_static("-"));
+        return (header, Some(value));
+    };
+    let derived = match existing.to_str() {
+        Ok(v) if v.split(';').any(|f| f.trim_start().starts_with("Root=")) => {
             let rest: Vec<&str> = v
                 .split(';')
                 .map(str::trim)
@@ -403,10 +435,10 @@ pub fn apply_trace_id(headers: &mut HeaderMap) -> Option<[u8; MADE_TRACE_ID_LEN]
         }
         _ => format!("Root={}", new_trace_id()),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        entry.insert(v);
+    match HeaderValue::from_str(&derived) {
+        Ok(v) => (v, None),
+        Err(_) => trace_value(None),
     }
-    None
 }
 
 #[cfg(test)]
@@ -422,7 +454,7 @@ mod tests {
             xff_mode: mode,
             xff_client_port: false,
             preserve_host_header: false,
-            trace_set: false,
+            trace: None,
         }
     }
 

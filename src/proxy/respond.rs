@@ -284,16 +284,16 @@ async fn respond(
     // Only the access log's request_processing_time needs the arrival instant.
     let received = line.as_ref().map(|_| std::time::Instant::now());
     let mut req = req;
+    // ALB sets the trace id as the request arrives; the log carries it, and the request
+    // is forwarded with it.
+    let mut trace = None;
     if let Some((_, record)) = line {
-        // ALB sets the trace id as the request arrives; the log carries it.
-        record.trace_id = match headers::apply_trace_id(req.headers_mut()) {
-            Some(made) => Some(TraceId::Made(made)),
-            None => req
-                .headers()
-                .get(&headers::X_AMZN_TRACE_ID)
-                .cloned()
-                .map(TraceId::Header),
-        };
+        let (value, made) = headers::trace_value(req.headers().get(&headers::X_AMZN_TRACE_ID));
+        record.trace_id = Some(match made {
+            Some(made) => TraceId::Made(made),
+            None => TraceId::Header(value.clone()),
+        });
+        trace = Some(value);
     }
     if req.method() == Method::TRACE {
         return (elb(&RequestError::MethodNotAllowed.into()), None);
@@ -362,7 +362,7 @@ async fn respond(
         xff_mode: lb.xff_header_processing,
         xff_client_port: lb.xff_client_port,
         preserve_host_header: lb.preserve_host_header,
-        trace_set: line.is_some(),
+        trace,
     };
     // hyper switches only HTTP/1.1 connections (as `head` frames only those as tunnels).
     let result = if upgrades && req.version() == Version::HTTP_11 && is_upgrade(req.headers()) {
