@@ -21,9 +21,18 @@ pub use metrics::{GroupStats, Histogram, Metrics};
 pub struct ConnTraceId([u8; 16]);
 
 impl ConnTraceId {
-    /// A new random id.
+    /// A new random id, from a fast generator of this thread's own seeded from the
+    /// operating system (an id only needs to be unique; one per connection, so the
+    /// cryptographic generator's cost is not paid per connection).
     pub fn new() -> ConnTraceId {
-        ConnTraceId(rand::random())
+        use rand::{RngCore, SeedableRng};
+        std::thread_local! {
+            static IDS: std::cell::RefCell<rand::rngs::SmallRng> =
+                std::cell::RefCell::new(rand::rngs::SmallRng::from_rng(&mut rand::rng()));
+        }
+        let mut bytes = [0u8; 16];
+        IDS.with(|ids| ids.borrow_mut().fill_bytes(&mut bytes));
+        ConnTraceId(bytes)
     }
 
     /// The id made of `bytes`.
@@ -80,6 +89,10 @@ mod tests {
         let mut out = String::from("x ");
         id.write_to(&mut out);
         assert_eq!(out, "x TID_0123456789abcdef00010203040506ff");
-        assert_ne!(ConnTraceId::new(), ConnTraceId::new());
+        let ids: std::collections::HashSet<[u8; 36]> =
+            (0..10_000).map(|_| ConnTraceId::new().to_text()).collect();
+        assert_eq!(ids.len(), 10_000, "ids repeat");
+        let other_thread = std::thread::spawn(ConnTraceId::new).join().unwrap();
+        assert!(!ids.contains(&other_thread.to_text()));
     }
 }
