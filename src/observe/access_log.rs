@@ -2,7 +2,7 @@
 //! quoting and missing-value conventions, then fields 31–33 (request transforms, which
 //! albatross does not run) as `"-"`.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -28,28 +28,31 @@ pub struct RequestLine {
 
 impl RequestLine {
     /// The line, escaped for its quotes.
-    fn write_escaped(&self, out: &mut String) {
-        out.push_str(self.method.as_str());
-        out.push(' ');
-        out.push_str(self.scheme);
-        out.push_str("://");
+    fn write_escaped(&self, out: &mut Vec<u8>) {
+        push_str(out, self.method.as_str());
+        out.push(b' ');
+        push_str(out, self.scheme);
+        push_str(out, "://");
         if let Some(h) = &self.host {
             match std::str::from_utf8(h.as_bytes()) {
                 Ok(host) => escaped(out, host_only(host)),
                 Err(_) => escaped(out, host_only(&String::from_utf8_lossy(h.as_bytes()))),
             }
         }
-        out.push(':');
+        out.push(b':');
         int(out, self.port);
         escaped(out, self.uri.path_and_query().map_or("/", |pq| pq.as_str()));
-        out.push(' ');
-        out.push_str(match self.version {
-            Version::HTTP_09 => "HTTP/0.9",
-            Version::HTTP_10 => "HTTP/1.0",
-            Version::HTTP_2 => "HTTP/2.0",
-            Version::HTTP_3 => "HTTP/3.0",
-            _ => "HTTP/1.1",
-        });
+        out.push(b' ');
+        push_str(
+            out,
+            match self.version {
+                Version::HTTP_09 => "HTTP/0.9",
+                Version::HTTP_10 => "HTTP/1.0",
+                Version::HTTP_2 => "HTTP/2.0",
+                Version::HTTP_3 => "HTTP/3.0",
+                _ => "HTTP/1.1",
+            },
+        );
     }
 }
 
@@ -142,117 +145,116 @@ pub struct AccessRecord {
 
 impl Line for AccessRecord {
     /// Written piece by piece (no `format!` machinery): this runs once per request.
-    fn write_line(&self, out: &mut String) {
+    fn write_line(&self, out: &mut Vec<u8>) {
         let r = self;
-        out.push_str(r.kind.as_str());
-        out.push(' ');
+        push_str(out, r.kind.as_str());
+        out.push(b' ');
         time(out, r.time);
-        out.push(' ');
-        out.push_str(&r.elb);
-        out.push(' ');
+        out.push(b' ');
+        push_str(out, &r.elb);
+        out.push(b' ');
         addr(out, r.client);
-        out.push(' ');
+        out.push(b' ');
         // The target's text, from the few targets this thread wrote last.
         let target = r
             .target
             .map(|t| RECENT_TARGETS.with(|c| c.borrow_mut().text(t)));
         match &target {
-            Some(t) => out.push_str(t),
-            None => out.push('-'),
+            Some(t) => out.extend_from_slice(t),
+            None => out.push(b'-'),
         }
         for d in [
             r.request_processing_time,
             r.target_processing_time,
             r.response_processing_time,
         ] {
-            out.push(' ');
+            out.push(b' ');
             match d {
                 Some(d) => seconds3(out, d),
-                None => out.push_str("-1"),
+                None => push_str(out, "-1"),
             }
         }
         for code in [r.elb_status_code, r.target_status_code] {
-            out.push(' ');
+            out.push(b' ');
             match code {
                 Some(c) => int(out, c),
-                None => out.push('-'),
+                None => out.push(b'-'),
             }
         }
-        out.push(' ');
+        out.push(b' ');
         int(out, r.received_bytes);
-        out.push(' ');
+        out.push(b' ');
         int(out, r.sent_bytes);
-        out.push(' ');
+        out.push(b' ');
         match &r.request {
             Some(line) => {
-                out.push('"');
+                out.push(b'"');
                 line.write_escaped(out);
-                out.push('"');
+                out.push(b'"');
             }
-            None => out.push_str("\"- - - \""),
+            None => push_str(out, "\"- - - \""),
         }
-        out.push(' ');
+        out.push(b' ');
         header_or_dash(out, r.user_agent.as_ref());
-        out.push(' ');
-        out.push_str(r.ssl_cipher.unwrap_or("-"));
-        out.push(' ');
-        out.push_str(r.ssl_protocol.unwrap_or("-"));
-        out.push(' ');
-        out.push_str(r.target_group_arn.as_deref().unwrap_or("-"));
-        out.push(' ');
+        out.push(b' ');
+        push_str(out, r.ssl_cipher.unwrap_or("-"));
+        out.push(b' ');
+        push_str(out, r.ssl_protocol.unwrap_or("-"));
+        out.push(b' ');
+        push_str(out, r.target_group_arn.as_deref().unwrap_or("-"));
+        out.push(b' ');
         match &r.trace_id {
             Some(TraceId::Made(made)) => {
-                out.push('"');
-                // Made of ASCII letters, digits and `=`, `-`.
-                out.push_str(std::str::from_utf8(made).unwrap_or_default());
-                out.push('"');
+                out.push(b'"');
+                out.extend_from_slice(made);
+                out.push(b'"');
             }
             Some(TraceId::Header(value)) => header_or_dash(out, Some(value)),
-            None => out.push_str("\"-\""),
+            None => push_str(out, "\"-\""),
         }
-        out.push(' ');
+        out.push(b' ');
         quoted_or_dash(out, r.domain_name.as_deref());
-        out.push(' ');
+        out.push(b' ');
         quoted_or_dash(out, r.chosen_cert_arn.as_deref());
-        out.push(' ');
+        out.push(b' ');
         match r.matched_rule_priority {
             Some(p) => int(out, p),
-            None => out.push('-'),
+            None => out.push(b'-'),
         }
-        out.push(' ');
+        out.push(b' ');
         time(out, r.request_creation_time);
-        out.push(' ');
+        out.push(b' ');
         quoted_or_dash(out, r.actions_executed);
-        out.push(' ');
+        out.push(b' ');
         header_or_dash(out, r.redirect_url.as_ref());
-        out.push(' ');
+        out.push(b' ');
         quoted_or_dash(out, r.error_reason);
-        out.push(' ');
+        out.push(b' ');
         // target:port_list and target_status_code_list: one entry each (as ALB today).
         match &target {
             Some(t) => {
-                out.push('"');
-                out.push_str(t);
-                out.push('"');
+                out.push(b'"');
+                out.extend_from_slice(t);
+                out.push(b'"');
             }
-            None => out.push_str("\"-\""),
+            None => push_str(out, "\"-\""),
         }
-        out.push(' ');
+        out.push(b' ');
         match r.target_status_code {
             Some(c) => {
-                out.push('"');
+                out.push(b'"');
                 int(out, c);
-                out.push('"');
+                out.push(b'"');
             }
-            None => out.push_str("\"-\""),
+            None => push_str(out, "\"-\""),
         }
-        out.push(' ');
+        out.push(b' ');
         quoted_or_dash(out, r.classification);
-        out.push(' ');
+        out.push(b' ');
         quoted_or_dash(out, r.classification_reason.as_deref());
-        out.push(' ');
+        out.push(b' ');
         r.conn_trace_id.write_to(out);
-        out.push_str(" \"-\" \"-\" \"-\"");
+        push_str(out, " \"-\" \"-\" \"-\"");
     }
 
     /// Drops what the record shares with requests and the running model: the header
@@ -274,7 +276,7 @@ impl Line for AccessRecord {
 /// lines name few targets, each twice per line. Shared with `Rc`: the cache never leaves
 /// its thread.
 struct RecentTargets {
-    entries: Vec<(SocketAddr, Rc<str>)>,
+    entries: Vec<(SocketAddr, Rc<[u8]>)>,
     next: usize,
 }
 
@@ -289,13 +291,13 @@ impl RecentTargets {
         }
     }
 
-    fn text(&mut self, a: SocketAddr) -> Rc<str> {
+    fn text(&mut self, a: SocketAddr) -> Rc<[u8]> {
         if let Some((_, text)) = self.entries.iter().find(|(k, _)| *k == a) {
             return text.clone();
         }
-        let mut text = String::with_capacity(24);
+        let mut text = Vec::with_capacity(24);
         addr(&mut text, a);
-        let text: Rc<str> = Rc::from(text);
+        let text: Rc<[u8]> = Rc::from(text);
         if self.entries.len() < RECENT_TARGETS_KEPT {
             self.entries.push((a, text.clone()));
         } else {
@@ -311,40 +313,44 @@ std::thread_local! {
         const { std::cell::RefCell::new(RecentTargets::new()) };
 }
 
-fn int(out: &mut String, n: impl itoa::Integer) {
-    out.push_str(itoa::Buffer::new().format(n));
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn int(out: &mut Vec<u8>, n: impl itoa::Integer) {
+    push_str(out, itoa::Buffer::new().format(n));
 }
 
 /// `ip:port`, `[ipv6]:port`.
-fn addr(out: &mut String, a: SocketAddr) {
+fn addr(out: &mut Vec<u8>, a: SocketAddr) {
     match a {
         SocketAddr::V4(v4) => {
             let [a, b, c, d] = v4.ip().octets();
             int(out, a);
-            out.push('.');
+            out.push(b'.');
             int(out, b);
-            out.push('.');
+            out.push(b'.');
             int(out, c);
-            out.push('.');
+            out.push(b'.');
             int(out, d);
         }
         SocketAddr::V6(v6) => {
             let _ = write!(out, "[{}]", v6.ip());
         }
     }
-    out.push(':');
+    out.push(b':');
     int(out, a.port());
 }
 
 /// Seconds with three decimals (`0.001`), rounded to the millisecond.
-fn seconds3(out: &mut String, d: Duration) {
+fn seconds3(out: &mut Vec<u8>, d: Duration) {
     let ms = (d.as_micros() + 500) / 1000;
     int(out, ms / 1000);
-    out.push('.');
+    out.push(b'.');
     let frac = (ms % 1000) as u16;
-    out.push(char::from(b'0' + (frac / 100) as u8));
-    out.push(char::from(b'0' + (frac / 10 % 10) as u8));
-    out.push(char::from(b'0' + (frac % 10) as u8));
+    out.push(b'0' + (frac / 100) as u8);
+    out.push(b'0' + (frac / 10 % 10) as u8);
+    out.push(b'0' + (frac % 10) as u8);
 }
 
 std::thread_local! {
@@ -356,7 +362,7 @@ std::thread_local! {
 }
 
 /// ISO-8601 in UTC with microseconds, as ALB writes times.
-fn time(out: &mut String, t: SystemTime) {
+fn time(out: &mut Vec<u8>, t: SystemTime) {
     let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     LAST_SECOND.with(|last| {
@@ -366,48 +372,47 @@ fn time(out: &mut String, t: SystemTime) {
             last.1 = text.trim_end_matches('Z').to_string();
             last.0 = secs;
         }
-        out.push_str(&last.1);
+        push_str(out, &last.1);
     });
-    out.push('.');
+    out.push(b'.');
     let mut buf = itoa::Buffer::new();
     let micros = buf.format(since.subsec_micros());
     for _ in micros.len()..6 {
-        out.push('0');
+        out.push(b'0');
     }
-    out.push_str(micros);
-    out.push('Z');
+    push_str(out, micros);
+    out.push(b'Z');
 }
 
-fn header_or_dash(out: &mut String, value: Option<&HeaderValue>) {
+fn header_or_dash(out: &mut Vec<u8>, value: Option<&HeaderValue>) {
     let Some(v) = value.filter(|v| !v.is_empty()) else {
-        out.push_str("\"-\"");
+        push_str(out, "\"-\"");
         return;
     };
     let bytes = v.as_bytes();
     // Usual case, one pass: printable ASCII with nothing to escape.
     if bytes.iter().all(|&b| AS_IS[usize::from(b)] == ASCII) {
-        out.push('"');
-        // Checked above: ASCII, so valid UTF-8.
-        out.push_str(std::str::from_utf8(bytes).unwrap_or_default());
-        out.push('"');
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
         return;
     }
     quoted(out, &String::from_utf8_lossy(bytes));
 }
 
-fn quoted_or_dash(out: &mut String, value: Option<&str>) {
+fn quoted_or_dash(out: &mut Vec<u8>, value: Option<&str>) {
     match value {
         Some(v) if !v.is_empty() => quoted(out, v),
-        _ => out.push_str("\"-\""),
+        _ => push_str(out, "\"-\""),
     }
 }
 
 /// `"value"`, with `"` and `\` escaped by a backslash and control bytes as `\xNN`, so a
 /// line stays one line and its fields stay apart.
-fn quoted(out: &mut String, value: &str) {
-    out.push('"');
+fn quoted(out: &mut Vec<u8>, value: &str) {
+    out.push(b'"');
     escaped(out, value);
-    out.push('"');
+    out.push(b'"');
 }
 
 /// How a byte goes into a quoted field: [`ASCII`] as it is; [`UTF8`] as it is within
@@ -429,19 +434,19 @@ const AS_IS: [u8; 256] = {
 const ASCII: u8 = 1;
 const UTF8: u8 = 2;
 
-fn escaped(out: &mut String, value: &str) {
+fn escaped(out: &mut Vec<u8>, value: &str) {
     if value.bytes().all(|b| AS_IS[usize::from(b)] != 0) {
-        out.push_str(value);
+        push_str(out, value);
         return;
     }
     for c in value.chars() {
         match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
+            '"' => push_str(out, "\\\""),
+            '\\' => push_str(out, "\\\\"),
             c if c.is_control() => {
                 let _ = write!(out, "\\x{:02x}", c as u32);
             }
-            c => out.push(c),
+            c => push_str(out, c.encode_utf8(&mut [0; 4])),
         }
     }
 }
@@ -461,19 +466,19 @@ mod tests {
         for _ in 0..2 {
             for port in 9000..9020u16 {
                 let a = SocketAddr::from(([10, 0, 0, 1], port));
-                assert_eq!(&*recent.text(a), a.to_string());
+                assert_eq!(&*recent.text(a), a.to_string().as_bytes());
             }
         }
-        assert_eq!(&*recent.text(longest), longest.to_string());
+        assert_eq!(&*recent.text(longest), longest.to_string().as_bytes());
         assert_eq!(recent.entries.len(), RECENT_TARGETS_KEPT);
     }
 
     #[test]
     fn numbers_addresses_and_times_are_written_as_alb_writes_them() {
-        let written = |f: &dyn Fn(&mut String)| {
-            let mut out = String::new();
+        let written = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut out = Vec::new();
             f(&mut out);
-            out
+            String::from_utf8(out).unwrap()
         };
         for a in [
             "0.0.0.0:0",
@@ -541,8 +546,9 @@ mod tests {
             classification_reason: None,
             conn_trace_id: crate::observe::ConnTraceId::from_bytes([0xab; 16]),
         };
-        let mut line = String::new();
+        let mut line = Vec::new();
         record.write_line(&mut line);
+        let line = String::from_utf8(line).unwrap();
         assert_eq!(
             line,
             "http 2018-07-02T22:23:00.186641Z app/my-lb/50dc6c495c0c9188 192.168.131.39:2817 10.0.0.1:80 0.000 0.001 0.000 200 200 34 366 \
@@ -586,8 +592,9 @@ mod tests {
             classification_reason: Some("BadHeader".into()),
             conn_trace_id: crate::observe::ConnTraceId::from_bytes([0xab; 16]),
         };
-        let mut line = String::new();
+        let mut line = Vec::new();
         record.write_line(&mut line);
+        let line = String::from_utf8(line).unwrap();
         assert!(line.starts_with("https 1970-01-01T00:00:00.000000Z app/a/b [::1]:5000 - -1 -1 -1 400 - 10 0 \"- - - \" \"say \\\"hi\\\"\\x09\" ECDHE-RSA-AES128-GCM-SHA256 TLSv1.2 - \"-\" \"example.com\" \"-\" - "), "{line}");
         assert!(
             line.ends_with(" \"-\" \"-\" \"Severe\" \"BadHeader\" TID_abababababababababababababababab \"-\" \"-\" \"-\""),

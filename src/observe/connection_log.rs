@@ -1,7 +1,7 @@
 //! One ALB connection-log entry: a client connection attempt on an HTTPS listener, in
 //! ALB's fields and order.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
@@ -23,7 +23,7 @@ pub struct ConnectionRecord {
 }
 
 impl Line for ConnectionRecord {
-    fn write_line(&self, out: &mut String) {
+    fn write_line(&self, out: &mut Vec<u8>) {
         let r = self;
         let _ = write!(
             out,
@@ -39,7 +39,7 @@ impl Line for ConnectionRecord {
             Some(d) => {
                 let _ = write!(out, "{:.3}", d.as_secs_f64());
             }
-            None => out.push_str("-1"),
+            None => out.extend_from_slice(b"-1"),
         }
         // No mutual TLS: no client certificate.
         let _ = write!(
@@ -56,7 +56,7 @@ mod tests {
 
     #[test]
     fn a_connection_line_has_albs_fields() {
-        let mut line = String::new();
+        let mut line = Vec::new();
         ConnectionRecord {
             time: std::time::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456),
             client: "192.0.2.1:40000".parse().unwrap(),
@@ -69,7 +69,7 @@ mod tests {
         }
         .write_line(&mut line);
         assert_eq!(
-            line,
+            String::from_utf8(line).unwrap(),
             "2023-11-14T22:13:20.123456Z 192.0.2.1 40000 443 TLSv1.3 TLS_AES_128_GCM_SHA256 0.002 \"-\" - - Success TID_abababababababababababababababab"
         );
     }

@@ -22,7 +22,7 @@ use crossbeam_queue::ArrayQueue;
 
 /// A record that knows how to write itself as one line (without the newline).
 pub trait Line: Send + 'static {
-    fn write_line(&self, out: &mut String);
+    fn write_line(&self, out: &mut Vec<u8>);
 
     /// Once written: let go of what the record shares with requests (header values,
     /// names), so that its allocation can be used again, and say whether it can. A
@@ -34,7 +34,7 @@ pub trait Line: Send + 'static {
 
 /// A boxed record moves through the queue as a pointer.
 impl<T: Line + ?Sized> Line for Box<T> {
-    fn write_line(&self, out: &mut String) {
+    fn write_line(&self, out: &mut Vec<u8>) {
         (**self).write_line(out)
     }
 
@@ -109,7 +109,7 @@ impl<R: Line> LogFile<R> {
             path: path.to_path_buf(),
             out: BufWriter::new(file),
             reopen: reopen.clone(),
-            line: String::with_capacity(512),
+            line: Vec::with_capacity(512),
         };
         let writer_spares = spares.clone();
         std::thread::Builder::new()
@@ -175,7 +175,7 @@ struct Writer {
     path: PathBuf,
     out: BufWriter<File>,
     reopen: Arc<AtomicBool>,
-    line: String,
+    line: Vec<u8>,
 }
 
 impl Writer {
@@ -226,8 +226,8 @@ impl Writer {
             Message::Record(r) => {
                 self.line.clear();
                 r.write_line(&mut self.line);
-                self.line.push('\n');
-                if let Err(e) = self.out.write_all(self.line.as_bytes()) {
+                self.line.push(b'\n');
+                if let Err(e) = self.out.write_all(&self.line) {
                     tracing::warn!("Writing the log {} failed: {e}.", self.path.display());
                 }
                 Some(r)
@@ -250,8 +250,8 @@ mod tests {
     struct Text(&'static str);
 
     impl Line for Text {
-        fn write_line(&self, out: &mut String) {
-            out.push_str(self.0);
+        fn write_line(&self, out: &mut Vec<u8>) {
+            out.extend_from_slice(self.0.as_bytes());
         }
     }
 
@@ -296,8 +296,8 @@ mod tests {
     struct Shared(Option<Arc<str>>);
 
     impl Line for Shared {
-        fn write_line(&self, out: &mut String) {
-            out.push_str(self.0.as_deref().unwrap_or("-"));
+        fn write_line(&self, out: &mut Vec<u8>) {
+            out.extend_from_slice(self.0.as_deref().unwrap_or("-").as_bytes());
         }
 
         fn recycle(&mut self) -> bool {

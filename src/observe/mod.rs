@@ -52,9 +52,8 @@ impl ConnTraceId {
     }
 
     /// Append the id as its log field writes it.
-    pub fn write_to(self, out: &mut String) {
-        // Only ASCII was written.
-        out.push_str(std::str::from_utf8(&self.to_text()).unwrap_or_default());
+    pub fn write_to(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_text());
     }
 }
 
@@ -86,9 +85,9 @@ mod tests {
             0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0, 1, 2, 3, 4, 5, 6, 0xff,
         ]);
         assert_eq!(id.to_string(), "TID_0123456789abcdef00010203040506ff");
-        let mut out = String::from("x ");
+        let mut out = b"x ".to_vec();
         id.write_to(&mut out);
-        assert_eq!(out, "x TID_0123456789abcdef00010203040506ff");
+        assert_eq!(out, b"x TID_0123456789abcdef00010203040506ff");
         let ids: std::collections::HashSet<[u8; 36]> =
             (0..10_000).map(|_| ConnTraceId::new().to_text()).collect();
         assert_eq!(ids.len(), 10_000, "ids repeat");
