@@ -344,13 +344,19 @@ fn addr(out: &mut Vec<u8>, a: SocketAddr) {
 
 /// Seconds with three decimals (`0.001`), rounded to the millisecond.
 fn seconds3(out: &mut Vec<u8>, d: Duration) {
-    let ms = (d.as_micros() + 500) / 1000;
+    let ms = (d.as_secs() * 1_000_000 + u64::from(d.subsec_micros()) + 500) / 1000;
     int(out, ms / 1000);
-    out.push(b'.');
-    let frac = (ms % 1000) as u16;
-    out.push(b'0' + (frac / 100) as u8);
-    out.push(b'0' + (frac / 10 % 10) as u8);
-    out.push(b'0' + (frac % 10) as u8);
+    let mut frac = *b".000";
+    fixed_digits(&mut frac[1..], ms % 1000);
+    out.extend_from_slice(&frac);
+}
+
+/// `n` in decimal, zero-padded to fill `digits` (its higher digits dropped).
+fn fixed_digits(digits: &mut [u8], mut n: u64) {
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
 }
 
 std::thread_local! {
@@ -374,14 +380,9 @@ fn time(out: &mut Vec<u8>, t: SystemTime) {
         }
         push_str(out, &last.1);
     });
-    out.push(b'.');
-    let mut buf = itoa::Buffer::new();
-    let micros = buf.format(since.subsec_micros());
-    for _ in micros.len()..6 {
-        out.push(b'0');
-    }
-    push_str(out, micros);
-    out.push(b'Z');
+    let mut micros = *b".000000Z";
+    fixed_digits(&mut micros[1..7], u64::from(since.subsec_micros()));
+    out.extend_from_slice(&micros);
 }
 
 fn header_or_dash(out: &mut Vec<u8>, value: Option<&HeaderValue>) {
