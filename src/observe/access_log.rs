@@ -321,25 +321,55 @@ fn int(out: &mut Vec<u8>, n: impl itoa::Integer) {
     push_str(out, itoa::Buffer::new().format(n));
 }
 
-/// `ip:port`, `[ipv6]:port`.
+/// `ip:port`, `[ipv6]:port`. An IPv4 address is put together on the stack and appended
+/// once.
 fn addr(out: &mut Vec<u8>, a: SocketAddr) {
     match a {
         SocketAddr::V4(v4) => {
-            let [a, b, c, d] = v4.ip().octets();
-            int(out, a);
-            out.push(b'.');
-            int(out, b);
-            out.push(b'.');
-            int(out, c);
-            out.push(b'.');
-            int(out, d);
+            let mut text = [0u8; 21];
+            let mut len = 0;
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    text[len] = b'.';
+                    len += 1;
+                }
+                len += small_decimal(&mut text[len..len + 3], octet);
+            }
+            text[len] = b':';
+            len += 1;
+            let port = match v4.port() {
+                0..=9 => 1,
+                10..=99 => 2,
+                100..=999 => 3,
+                1_000..=9_999 => 4,
+                _ => 5,
+            };
+            fixed_digits(&mut text[len..len + port], u64::from(v4.port()));
+            len += port;
+            out.extend_from_slice(&text[..len]);
         }
         SocketAddr::V6(v6) => {
-            let _ = write!(out, "[{}]", v6.ip());
+            let _ = write!(out, "[{}]:", v6.ip());
+            int(out, v6.port());
         }
     }
-    out.push(b':');
-    int(out, a.port());
+}
+
+/// `n` in decimal at the start of `digits` (room for three); how many digits.
+fn small_decimal(digits: &mut [u8], n: u8) -> usize {
+    if n >= 100 {
+        digits[0] = b'0' + n / 100;
+        digits[1] = b'0' + n / 10 % 10;
+        digits[2] = b'0' + n % 10;
+        3
+    } else if n >= 10 {
+        digits[0] = b'0' + n / 10;
+        digits[1] = b'0' + n % 10;
+        2
+    } else {
+        digits[0] = b'0' + n;
+        1
+    }
 }
 
 /// Seconds with three decimals (`0.001`), rounded to the millisecond.
