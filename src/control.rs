@@ -188,15 +188,7 @@ impl Control {
 
     /// The open tunnels, by id.
     pub fn tunnels(&self) -> Vec<TunnelInfo> {
-        let mut open: Vec<TunnelInfo> = self
-            .runtime
-            .tunnels
-            .list()
-            .iter()
-            .map(|t| t.info())
-            .collect();
-        open.sort_by_key(|t| t.id);
-        open
+        self.runtime.tunnels.infos()
     }
 
     /// End tunnel `id` as `mode` says; what it was, or `None` when no such tunnel is open.

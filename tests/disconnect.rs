@@ -120,18 +120,26 @@ impl Setup {
             .unwrap_or_else(|| panic!("the backend logged no end:\n{logs}"))
     }
 
-    /// The tunnel's close line, once written.
-    async fn closed_line(&self, cause: &str) -> String {
+    /// Wait for the tunnel's close line with `cause`, and check the cause was counted
+    /// once in `/metrics`.
+    async fn closed_once(&self, cause: &str) {
         let needle = format!("Tunnel closed ({cause})");
         eventually(&format!("the tunnel's close line ({cause})"), || {
             self.logs.text().contains(&needle)
         })
         .await;
-        let logs = self.logs.text();
-        logs.lines()
-            .find(|l| l.contains(&needle))
-            .unwrap()
-            .to_string()
+        assert_eq!(closed_count(self.admin(), cause).await, 1);
+    }
+
+    /// `POST /tunnels/{id}/disconnect?mode=…`: the 200's JSON (the tunnel).
+    async fn disconnect(&self, id: albatross::TunnelId, mode: &str) -> Value {
+        let (status, body) = post(
+            self.admin(),
+            &format!("/tunnels/{id}/disconnect?mode={mode}"),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
     }
 }
 
@@ -219,10 +227,8 @@ async fn closes_with_fins(mode: &str) {
     let id = s.only_tunnel().await;
 
     let asked = Instant::now();
-    let (status, body) = post(s.admin(), &format!("/tunnels/{id}/disconnect?mode={mode}")).await;
-    assert_eq!(status, 200, "{body}");
-    let answered: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(answered["id"], id.to_string(), "{body}");
+    let answered = s.disconnect(id, mode).await;
+    assert_eq!(answered["id"], id.to_string(), "{answered}");
 
     let (seen, _) = within("the client's end", client_end(&mut ws)).await;
     assert_eq!(seen, Seen::Fin);
@@ -234,8 +240,7 @@ async fn closes_with_fins(mode: &str) {
     let reason = s.backend_end(0).await;
     assert!(reason.ends_with(": EOF without a close frame."), "{reason}");
     let cause = format!("disconnect_{mode}");
-    s.closed_line(&cause).await;
-    assert_eq!(closed_count(s.admin(), &cause).await, 1);
+    s.closed_once(&cause).await;
     eventually("the tunnel unlisted", || s.proxy.tunnels().is_empty()).await;
     // The tunnel's access-log line names the provoked end as its error_reason.
     s.proxy.flush_logs();
@@ -281,8 +286,7 @@ async fn reset_sends_rsts_both_ways() {
         reason.contains("I/O error") && reason.contains("reset"),
         "{reason}"
     );
-    s.closed_line("disconnect_reset").await;
-    assert_eq!(closed_count(s.admin(), "disconnect_reset").await, 1);
+    s.closed_once("disconnect_reset").await;
 }
 
 /// `network_drop`: the client's bytes go nowhere and it hears nothing, not even the
@@ -294,12 +298,7 @@ async fn network_drop_is_a_black_hole_until_the_idle_timeout() {
     let (mut ws, _) = s.ws("u1").await;
     let id = s.only_tunnel().await;
 
-    let (status, body) = post(
-        s.admin(),
-        &format!("/tunnels/{id}/disconnect?mode=network_drop"),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    s.disconnect(id, "network_drop").await;
     let dropped = Instant::now();
     ws.write_frame(text("is anyone there?")).await.unwrap();
 
@@ -318,8 +317,7 @@ async fn network_drop_is_a_black_hole_until_the_idle_timeout() {
         ended >= IDLE,
         "the client's connection closed {ended:?} after the drop"
     );
-    s.closed_line("disconnect_network_drop").await;
-    assert_eq!(closed_count(s.admin(), "disconnect_network_drop").await, 1);
+    s.closed_once("disconnect_network_drop").await;
 }
 
 /// A disconnect of a target ends only the tunnels to that target.

@@ -85,9 +85,7 @@ pub fn snapshot(
     now: SystemTime,
 ) -> Value {
     let config = &model.config;
-    let open = tunnels.list();
-    let mut open: Vec<_> = open.iter().map(|h| h.info()).collect();
-    open.sort_by_key(|t| t.id);
+    let open = tunnels.infos();
 
     // Open tunnels per (target address, group name), for the targets' rows.
     let mut per_target: HashMap<(SocketAddr, &str), usize> = HashMap::new();

@@ -249,7 +249,7 @@ async fn handshake_then_serve(
             view.model.logs.connection.clone(),
         )
     };
-    let trace_id = log.as_ref().map(|_| crate::observe::ConnTraceId::new());
+    let trace_id = log.as_ref().map(|_| crate::observe::ConnTraceId::random());
     let started = std::time::Instant::now();
     let outcome = handshake(&acceptor, stream, timeout).await;
     if let (Some(log), Some(trace_id)) = (log, trace_id) {

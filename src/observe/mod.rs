@@ -24,7 +24,7 @@ impl ConnTraceId {
     /// A new random id, from a fast generator of this thread's own seeded from the
     /// operating system (an id only needs to be unique; one per connection, so the
     /// cryptographic generator's cost is not paid per connection).
-    pub fn new() -> ConnTraceId {
+    pub fn random() -> ConnTraceId {
         use rand::{RngCore, SeedableRng};
         std::thread_local! {
             static IDS: std::cell::RefCell<rand::rngs::SmallRng> =
@@ -57,12 +57,6 @@ impl ConnTraceId {
     }
 }
 
-impl Default for ConnTraceId {
-    fn default() -> ConnTraceId {
-        ConnTraceId::new()
-    }
-}
-
 impl std::fmt::Display for ConnTraceId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(std::str::from_utf8(&self.to_text()).unwrap_or_default())
@@ -88,10 +82,11 @@ mod tests {
         let mut out = b"x ".to_vec();
         id.write_to(&mut out);
         assert_eq!(out, b"x TID_0123456789abcdef00010203040506ff");
-        let ids: std::collections::HashSet<[u8; 36]> =
-            (0..10_000).map(|_| ConnTraceId::new().to_text()).collect();
+        let ids: std::collections::HashSet<[u8; 36]> = (0..10_000)
+            .map(|_| ConnTraceId::random().to_text())
+            .collect();
         assert_eq!(ids.len(), 10_000, "ids repeat");
-        let other_thread = std::thread::spawn(ConnTraceId::new).join().unwrap();
+        let other_thread = std::thread::spawn(ConnTraceId::random).join().unwrap();
         assert!(!ids.contains(&other_thread.to_text()));
     }
 }

@@ -194,9 +194,7 @@ impl Forwarded {
             self.rewrite_host(headers, authority);
         }
         match &self.trace {
-            None => {
-                let _ = apply_trace_id(headers);
-            }
+            None => apply_trace_id(headers),
             Some(value) => set_trace_id(headers, value.clone()),
         }
     }
@@ -376,19 +374,16 @@ fn write_decimal(out: &mut [u8], mut n: u32) -> usize {
 }
 
 /// X-Amzn-Trace-Id as ALB sets it: add `Root=` when absent; when a Root arrives, put
-/// (or replace) `Self=` in front and keep the rest. The id's text when it was made whole.
-pub fn apply_trace_id(headers: &mut HeaderMap) -> Option<[u8; MADE_TRACE_ID_LEN]> {
+/// (or replace) `Self=` in front and keep the rest.
+pub fn apply_trace_id(headers: &mut HeaderMap) {
     // One lookup of the name, whether the header is there or not.
     match headers.entry(&X_AMZN_TRACE_ID) {
         Entry::Vacant(e) => {
-            let (value, made) = trace_value(None);
-            e.insert(value);
-            made
+            e.insert(trace_value(None).0);
         }
         Entry::Occupied(mut e) => {
-            let (value, _) = trace_value(Some(e.get()));
+            let value = trace_value(Some(e.get())).0;
             e.insert(value);
-            None
         }
     }
 }

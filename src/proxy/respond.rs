@@ -211,7 +211,9 @@ fn line_for(
         error_reason: None,
         classification: classification.map(|c| c.class_field()),
         classification_reason: classification.map(|c| c.reason_field()),
-        conn_trace_id: conn.trace_id.unwrap_or_default(),
+        conn_trace_id: conn
+            .trace_id
+            .unwrap_or_else(crate::observe::ConnTraceId::random),
     };
     Some((log.clone(), log.boxed(record)))
 }

@@ -153,7 +153,7 @@ pub fn serve<S: ClientStream>(
     let logging = ctx.view().model.logs.access.is_some();
     let info = if logging {
         ConnInfo {
-            trace_id: Some(trace_id.unwrap_or_default()),
+            trace_id: Some(trace_id.unwrap_or_else(ConnTraceId::random)),
             tls: stream.tls(),
         }
     } else {

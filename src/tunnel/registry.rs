@@ -313,6 +313,13 @@ impl Tunnels {
         lock(&self.open).iter().map(|h| h.0.clone()).collect()
     }
 
+    /// What each open tunnel joins and how far it got, by id.
+    pub fn infos(&self) -> Vec<TunnelInfo> {
+        let mut open: Vec<TunnelInfo> = self.list().iter().map(|h| h.info()).collect();
+        open.sort_by_key(|t| t.id);
+        open
+    }
+
     /// The open tunnel `id`.
     pub fn get(&self, id: TunnelId) -> Option<Arc<TunnelHandle>> {
         lock(&self.open).get(&id.0).map(|h| h.0.clone())

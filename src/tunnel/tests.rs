@@ -12,7 +12,7 @@ use tokio::time::{timeout, Instant};
 
 use super::{
     pipe, pool, splice, splice_tcp, zero_copy, CopyPath, DisconnectMode, EndRequest, NewTunnel,
-    Resettable, TunnelControl, TunnelEnd, TunnelReport, TunnelTarget, Tunnels,
+    Resettable, Supervisor, TunnelControl, TunnelEnd, TunnelReport, TunnelTarget, Tunnels,
 };
 
 mod tls;
@@ -104,30 +104,51 @@ impl Tunnel {
             Bytes::from_static(client_prefix),
             Bytes::from_static(target_prefix),
         );
-        let task = match path {
-            Path::Buffered => tokio::spawn(splice(
-                proxy_client,
-                client_prefix,
-                proxy_target,
-                target_prefix,
-                idle,
-                control.clone(),
-            )),
-            Path::Spliced => tokio::spawn(splice_tcp(
-                proxy_client,
-                client_prefix,
-                proxy_target,
-                target_prefix,
-                idle,
-                control.clone(),
-            )),
-        };
+        let task = spawn_tunnel(
+            path,
+            proxy_client,
+            client_prefix,
+            proxy_target,
+            target_prefix,
+            idle,
+            control.clone(),
+        );
         Tunnel {
             client,
             target,
             control,
             task,
         }
+    }
+}
+
+/// The tunnel of `path` between the proxy's two sockets, as a task.
+fn spawn_tunnel<E: Supervisor + Send + 'static>(
+    path: Path,
+    proxy_client: TcpStream,
+    client_prefix: Bytes,
+    proxy_target: TcpStream,
+    target_prefix: Bytes,
+    idle: Duration,
+    end: E,
+) -> JoinHandle<TunnelReport> {
+    match path {
+        Path::Buffered => tokio::spawn(splice(
+            proxy_client,
+            client_prefix,
+            proxy_target,
+            target_prefix,
+            idle,
+            end,
+        )),
+        Path::Spliced => tokio::spawn(splice_tcp(
+            proxy_client,
+            client_prefix,
+            proxy_target,
+            target_prefix,
+            idle,
+            end,
+        )),
     }
 }
 
@@ -864,25 +885,15 @@ async fn progress_is_published_to_the_registry(path: Path) {
     let handle = registration.handle().clone();
     let (mut client, proxy_client) = tcp_pair().await;
     let (proxy_target, mut target) = tcp_pair().await;
-    let idle = Duration::from_secs(30);
-    let task = match path {
-        Path::Buffered => tokio::spawn(splice(
-            proxy_client,
-            Bytes::from_static(b"ab"),
-            proxy_target,
-            Bytes::new(),
-            idle,
-            handle.clone(),
-        )),
-        Path::Spliced => tokio::spawn(splice_tcp(
-            proxy_client,
-            Bytes::from_static(b"ab"),
-            proxy_target,
-            Bytes::new(),
-            idle,
-            handle.clone(),
-        )),
-    };
+    let task = spawn_tunnel(
+        path,
+        proxy_client,
+        Bytes::from_static(b"ab"),
+        proxy_target,
+        Bytes::new(),
+        Duration::from_secs(30),
+        handle.clone(),
+    );
     client.write_all(&pattern(5000, 1)).await.unwrap();
     assert_eq!(read_exact_n(&mut target, 5002).await.len(), 5002);
     target.write_all(b"pong").await.unwrap();
