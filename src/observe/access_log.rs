@@ -8,40 +8,36 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderValue, Method, Uri, Version};
+use http::{HeaderValue, Method, Version};
 
 use super::log_file::Line;
 
-/// Field 13 as the client sent it, kept raw: the writer formats it.
+/// Field 13 as the client sent it, kept raw: the writer formats it. Its host and path
+/// are in the record's [`RequestTexts`].
 #[derive(Debug, Clone)]
 pub struct RequestLine {
     pub method: Method,
     /// `http` / `https`.
     pub scheme: &'static str,
-    /// The Host header (or the absolute-form authority); its port is replaced by the
-    /// listener's.
-    pub host: Option<HeaderValue>,
+    /// The listener's port (it replaces the Host header's).
     pub port: u16,
-    pub uri: Uri,
     pub version: Version,
 }
 
 impl RequestLine {
     /// The line, escaped for its quotes.
-    fn write_escaped(&self, out: &mut Vec<u8>) {
+    fn write_escaped(&self, texts: &RequestTexts, out: &mut Vec<u8>) {
         push_str(out, self.method.as_str());
         out.push(b' ');
         push_str(out, self.scheme);
         push_str(out, "://");
-        if let Some(h) = &self.host {
-            match std::str::from_utf8(h.as_bytes()) {
-                Ok(host) => escaped(out, host_only(host)),
-                Err(_) => escaped(out, host_only(&String::from_utf8_lossy(h.as_bytes()))),
-            }
-        }
+        escaped_bytes(out, host_only(texts.host()));
         out.push(b':');
         int(out, self.port);
-        escaped(out, self.uri.path_and_query().map_or("/", |pq| pq.as_str()));
+        match texts.path() {
+            [] => out.push(b'/'),
+            path => escaped_bytes(out, path),
+        }
         out.push(b' ');
         push_str(
             out,
@@ -56,13 +52,74 @@ impl RequestLine {
     }
 }
 
-/// `host` without its port (`[::1]:80` → `[::1]`).
-fn host_only(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.find(']').map_or(host, |i| &host[..=i]);
+/// The texts a line takes from the request: the host (or the absolute-form authority),
+/// the path and query, the user agent and the trace id the client sent. Copied as the
+/// request arrives, not shared: a header value shares the connection's read buffer, and
+/// a line waiting for the log's thread would keep hyper from reusing that buffer for
+/// the next request. A recycled record keeps the buffer, so copying allocates nothing.
+#[derive(Debug, Clone, Default)]
+pub struct RequestTexts {
+    buf: Vec<u8>,
+    /// Where the host, the path, the user agent and the trace id end in `buf`.
+    ends: [usize; 4],
+}
+
+impl RequestTexts {
+    /// The request's texts; no trace id yet.
+    pub fn set(&mut self, host: &[u8], path: &[u8], user_agent: &[u8]) {
+        self.buf.clear();
+        for (i, text) in [host, path, user_agent].into_iter().enumerate() {
+            self.buf.extend_from_slice(text);
+            self.ends[i] = self.buf.len();
+        }
+        self.ends[3] = self.buf.len();
     }
-    match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+
+    /// The trace id the client sent (as forwarded), for [`TraceId::Sent`].
+    pub fn set_trace_id(&mut self, trace_id: &[u8]) {
+        self.buf.truncate(self.ends[2]);
+        self.buf.extend_from_slice(trace_id);
+        self.ends[3] = self.buf.len();
+    }
+
+    /// Forget the texts (the request could not be read), keeping the buffer.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.ends = [0; 4];
+    }
+
+    fn part(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        self.buf.get(start..self.ends[i]).unwrap_or_default()
+    }
+
+    fn host(&self) -> &[u8] {
+        self.part(0)
+    }
+
+    fn path(&self) -> &[u8] {
+        self.part(1)
+    }
+
+    fn user_agent(&self) -> &[u8] {
+        self.part(2)
+    }
+
+    fn trace_id(&self) -> &[u8] {
+        self.part(3)
+    }
+}
+
+/// `host` without its port (`[::1]:80` → `[::1]`).
+fn host_only(host: &[u8]) -> &[u8] {
+    if host.first() == Some(&b'[') {
+        return host
+            .iter()
+            .position(|&b| b == b']')
+            .map_or(host, |i| &host[..=i]);
+    }
+    match host.iter().rposition(|&b| b == b':') {
+        Some(i) if host[i + 1..].iter().all(u8::is_ascii_digit) => &host[..i],
         _ => host,
     }
 }
@@ -70,11 +127,10 @@ fn host_only(host: &str) -> &str {
 /// Field 18, `trace_id`: the `X-Amzn-Trace-Id` the target was sent.
 #[derive(Debug, Clone)]
 pub enum TraceId {
-    /// One the load balancer made (`Root=1-…`), inline: no allocation to share with
-    /// the request, and none to free on the log's thread.
+    /// One the load balancer made (`Root=1-…`), inline.
     Made([u8; MADE_TRACE_ID_LEN]),
-    /// The header as it went out (the client sent one).
-    Header(HeaderValue),
+    /// The client sent one: the header as it went out is in [`RequestTexts`].
+    Sent,
 }
 
 /// The length of a trace id the load balancer makes (`Root=1-{8 hex}-{24 hex}`).
@@ -123,7 +179,8 @@ pub struct AccessRecord {
     /// `METHOD scheme://host:port/uri HTTP/x.y`; `None` when the request could not be
     /// parsed (`"- - - "`).
     pub request: Option<RequestLine>,
-    pub user_agent: Option<HeaderValue>,
+    /// The request's host, path, user agent (empty: `"-"`) and client-sent trace id.
+    pub texts: RequestTexts,
     pub ssl_cipher: Option<&'static str>,
     pub ssl_protocol: Option<&'static str>,
     pub target_group_arn: Option<Arc<str>>,
@@ -189,13 +246,13 @@ impl Line for AccessRecord {
         match &r.request {
             Some(line) => {
                 out.push(b'"');
-                line.write_escaped(out);
+                line.write_escaped(&r.texts, out);
                 out.push(b'"');
             }
             None => push_str(out, "\"- - - \""),
         }
         out.push(b' ');
-        header_or_dash(out, r.user_agent.as_ref());
+        bytes_or_dash(out, r.texts.user_agent());
         out.push(b' ');
         push_str(out, r.ssl_cipher.unwrap_or("-"));
         out.push(b' ');
@@ -209,7 +266,7 @@ impl Line for AccessRecord {
                 out.extend_from_slice(made);
                 out.push(b'"');
             }
-            Some(TraceId::Header(value)) => header_or_dash(out, Some(value)),
+            Some(TraceId::Sent) => bytes_or_dash(out, r.texts.trace_id()),
             None => push_str(out, "\"-\""),
         }
         out.push(b' ');
@@ -261,7 +318,7 @@ impl Line for AccessRecord {
     /// values and URI (which hold a request's buffers), names and ARNs.
     fn recycle(&mut self) -> bool {
         self.request = None;
-        self.user_agent = None;
+        self.texts.clear();
         self.target_group_arn = None;
         self.trace_id = None;
         self.domain_name = None;
@@ -392,43 +449,43 @@ fn fixed_digits(digits: &mut [u8], mut n: u64) {
 std::thread_local! {
     /// The last second formatted, and its text (`2018-07-02T22:23:00`): lines come in
     /// bursts within one second.
-    static LAST_SECOND: std::cell::RefCell<(u64, String)> = const {
-        std::cell::RefCell::new((u64::MAX, String::new()))
-    };
+    static LAST_SECOND: std::cell::Cell<(u64, [u8; 19])> =
+        const { std::cell::Cell::new((u64::MAX, [0; 19])) };
 }
 
-/// ISO-8601 in UTC with microseconds, as ALB writes times.
+/// ISO-8601 in UTC with microseconds, as ALB writes times: put together on the stack
+/// and appended once.
 fn time(out: &mut Vec<u8>, t: SystemTime) {
     let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
-    LAST_SECOND.with(|last| {
-        let mut last = last.borrow_mut();
-        if last.0 != secs {
-            let text = humantime::format_rfc3339_seconds(t).to_string();
-            last.1 = text.trim_end_matches('Z').to_string();
-            last.0 = secs;
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    let (last, seconds) = LAST_SECOND.get();
+    if last == secs {
+        text[..19].copy_from_slice(&seconds);
+    } else {
+        let formatted = humantime::format_rfc3339_seconds(t).to_string();
+        if let Some(seconds) = formatted.as_bytes().get(..19) {
+            text[..19].copy_from_slice(seconds);
+            LAST_SECOND.set((secs, text[..19].try_into().unwrap_or([b'0'; 19])));
         }
-        push_str(out, &last.1);
-    });
-    let mut micros = *b".000000Z";
-    fixed_digits(&mut micros[1..7], u64::from(since.subsec_micros()));
-    out.extend_from_slice(&micros);
+    }
+    fixed_digits(&mut text[20..26], u64::from(since.subsec_micros()));
+    out.extend_from_slice(&text);
 }
 
 fn header_or_dash(out: &mut Vec<u8>, value: Option<&HeaderValue>) {
-    let Some(v) = value.filter(|v| !v.is_empty()) else {
+    bytes_or_dash(out, value.map_or(&[], |v| v.as_bytes()))
+}
+
+/// `"value"` escaped, or `"-"` for an empty value.
+fn bytes_or_dash(out: &mut Vec<u8>, value: &[u8]) {
+    if value.is_empty() {
         push_str(out, "\"-\"");
         return;
-    };
-    let bytes = v.as_bytes();
-    // Usual case, one pass: printable ASCII with nothing to escape.
-    if bytes.iter().all(|&b| AS_IS[usize::from(b)] == ASCII) {
-        out.push(b'"');
-        out.extend_from_slice(bytes);
-        out.push(b'"');
-        return;
     }
-    quoted(out, &String::from_utf8_lossy(bytes));
+    out.push(b'"');
+    escaped_bytes(out, value);
+    out.push(b'"');
 }
 
 fn quoted_or_dash(out: &mut Vec<u8>, value: Option<&str>) {
@@ -466,11 +523,23 @@ const ASCII: u8 = 1;
 const UTF8: u8 = 2;
 
 fn escaped(out: &mut Vec<u8>, value: &str) {
+    // Valid UTF-8 text: anything but `"`, `\` and control bytes goes as it is.
     if value.bytes().all(|b| AS_IS[usize::from(b)] != 0) {
         push_str(out, value);
         return;
     }
-    for c in value.chars() {
+    escaped_bytes(out, value.as_bytes())
+}
+
+/// [`escaped`] for bytes that may not be UTF-8 (header values): invalid sequences are
+/// written as U+FFFD.
+fn escaped_bytes(out: &mut Vec<u8>, value: &[u8]) {
+    // Usual case, one pass: printable ASCII with nothing to escape.
+    if value.iter().all(|&b| AS_IS[usize::from(b)] == ASCII) {
+        out.extend_from_slice(value);
+        return;
+    }
+    for c in String::from_utf8_lossy(value).chars() {
         match c {
             '"' => push_str(out, "\\\""),
             '\\' => push_str(out, "\\\\"),
@@ -538,9 +607,9 @@ mod tests {
         UNIX_EPOCH + Duration::from_micros(us)
     }
 
-    #[test]
-    fn an_http_line_has_albs_fields_in_albs_order() {
-        let record = AccessRecord {
+    /// ALB's documented example of an http line.
+    fn sample() -> AccessRecord {
+        AccessRecord {
             kind: Kind::Http,
             time: at(1_530_570_180_186_641),
             elb: Arc::from("app/my-lb/50dc6c495c0c9188"),
@@ -556,12 +625,10 @@ mod tests {
             request: Some(RequestLine {
                 method: Method::GET,
                 scheme: "http",
-                host: Some(HeaderValue::from_static("www.example.com")),
                 port: 80,
-                uri: Uri::from_static("/"),
                 version: Version::HTTP_11,
             }),
-            user_agent: Some(HeaderValue::from_static("curl/7.46.0")),
+            texts: texts(b"www.example.com:8080", b"", b"curl/7.46.0"),
             ssl_cipher: None,
             ssl_protocol: None,
             target_group_arn: Some(Arc::from("arn:aws:elasticloadbalancing:us-east-2:123456789012:targetgroup/my-targets/73e2d6bc24d8a067")),
@@ -576,9 +643,13 @@ mod tests {
             classification: None,
             classification_reason: None,
             conn_trace_id: crate::observe::ConnTraceId::from_bytes([0xab; 16]),
-        };
+        }
+    }
+
+    #[test]
+    fn an_http_line_has_albs_fields_in_albs_order() {
         let mut line = Vec::new();
-        record.write_line(&mut line);
+        sample().write_line(&mut line);
         let line = String::from_utf8(line).unwrap();
         assert_eq!(
             line,
@@ -607,7 +678,7 @@ mod tests {
             received_bytes: 10,
             sent_bytes: 0,
             request: None,
-            user_agent: Some(HeaderValue::from_bytes(b"say \"hi\"\t").unwrap()),
+            texts: texts(b"", b"", b"say \"hi\"\t"),
             ssl_cipher: Some("ECDHE-RSA-AES128-GCM-SHA256"),
             ssl_protocol: Some("TLSv1.2"),
             target_group_arn: None,
@@ -632,6 +703,55 @@ mod tests {
             "{line}"
         );
         assert_eq!(split_fields(&line).len(), 33);
+    }
+
+    fn texts(host: &[u8], path: &[u8], user_agent: &[u8]) -> RequestTexts {
+        let mut texts = RequestTexts::default();
+        texts.set(host, path, user_agent);
+        texts
+    }
+
+    #[test]
+    fn request_texts_are_kept_apart_and_a_sent_trace_id_follows_them() {
+        let mut t = texts(b"[::1]:443", b"/a?b=\"c\"", b"");
+        assert_eq!(
+            (t.host(), t.path(), t.user_agent()),
+            (&b"[::1]:443"[..], &b"/a?b=\"c\""[..], &b""[..])
+        );
+        assert_eq!(t.trace_id(), b"");
+        t.set_trace_id(b"Self=1-1-1;Root=1-2-3");
+        t.set_trace_id(b"Root=1-4-5");
+        assert_eq!(t.trace_id(), b"Root=1-4-5");
+        assert_eq!(t.user_agent(), b"");
+        let kept = t.buf.capacity();
+        t.clear();
+        assert_eq!(
+            (t.host(), t.path(), t.trace_id()),
+            (&b""[..], &b""[..], &b""[..])
+        );
+        assert_eq!(t.buf.capacity(), kept, "clearing keeps the buffer");
+
+        let line = |t: &RequestTexts, trace: Option<TraceId>| {
+            let mut record = sample();
+            record.texts = t.clone();
+            record.trace_id = trace;
+            let mut out = Vec::new();
+            record.write_line(&mut out);
+            split_fields(&String::from_utf8(out).unwrap())
+        };
+        let mut t = texts(b"[::1]:443", b"/a?b=\"c\"", b"");
+        t.set_trace_id(b"Self=1-1-1;Root=1-2-3");
+        let fields = line(&t, Some(TraceId::Sent));
+        assert_eq!(fields[12], "GET http://[::1]:80/a?b=\"c\" HTTP/1.1");
+        assert_eq!(fields[13], "-", "an empty user agent is ALB's \"-\"");
+        assert_eq!(fields[17], "Self=1-1-1;Root=1-2-3");
+        let fields = line(&texts(b"h", b"", b"ua"), None);
+        assert_eq!(
+            fields[12], "GET http://h:80/ HTTP/1.1",
+            "an empty path is /"
+        );
+        assert_eq!(fields[13], "ua");
+        assert_eq!(fields[17], "-");
     }
 
     /// Split a line as Athena's regex does: quoted fields whole, others by spaces.

@@ -12,7 +12,7 @@
 //! what it shares with requests ([`Line::recycle`]) before handing its box back.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -50,13 +50,19 @@ const SPARES: usize = 4096;
 impl<T: Line> LogFile<Box<T>> {
     /// `record` in a box: a written record's, when one waits to be used again.
     pub fn boxed(&self, record: T) -> Box<T> {
-        match self.spares.pop() {
+        match self.spare() {
             Some(mut spare) => {
                 *spare = record;
                 spare
             }
             None => Box::new(record),
         }
+    }
+
+    /// A written record, emptied by [`Line::recycle`], when one waits to be used again
+    /// (to take buffers it kept before it is overwritten).
+    pub fn spare(&self) -> Option<Box<T>> {
+        self.spares.pop()
     }
 }
 
@@ -107,9 +113,9 @@ impl<R: Line> LogFile<R> {
         let spares = Arc::new(ArrayQueue::new(SPARES));
         let writer = Writer {
             path: path.to_path_buf(),
-            out: BufWriter::new(file),
+            file,
             reopen: reopen.clone(),
-            line: Vec::with_capacity(512),
+            pending: Vec::with_capacity(WRITE_AT + 4096),
         };
         let writer_spares = spares.clone();
         std::thread::Builder::new()
@@ -171,11 +177,16 @@ fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
+/// The writer writes to the file once this much is formatted (and at the end of each
+/// batch).
+const WRITE_AT: usize = 32 * 1024;
+
 struct Writer {
     path: PathBuf,
-    out: BufWriter<File>,
+    file: File,
     reopen: Arc<AtomicBool>,
-    line: Vec<u8>,
+    /// Lines formatted and not yet written: each line is formatted in place here.
+    pending: Vec<u8>,
 }
 
 impl Writer {
@@ -183,6 +194,9 @@ impl Writer {
         loop {
             // Nobody waits in `recv`, so queuing a record wakes no one.
             std::thread::sleep(INTERVAL);
+            if self.reopen.swap(false, Ordering::AcqRel) {
+                self.reopen_file();
+            }
             let mut wrote = false;
             loop {
                 match records.try_recv() {
@@ -197,48 +211,63 @@ impl Writer {
                     }
                     Err(mpsc::TryRecvError::Empty) => break,
                     Err(mpsc::TryRecvError::Disconnected) => {
-                        let _ = self.out.flush();
+                        self.flush();
                         return;
                     }
                 }
             }
             if wrote {
-                if let Err(e) = self.out.flush() {
-                    tracing::warn!("Writing the log {} failed: {e}.", self.path.display());
-                }
+                self.flush();
             }
         }
     }
 
-    /// Write or flush as `message` says; the record, once written.
+    /// Write or flush as `message` says; the record, once formatted.
     fn handle<R: Line>(&mut self, message: Message<R>) -> Option<R> {
-        if self.reopen.swap(false, Ordering::AcqRel) {
-            let _ = self.out.flush();
-            match open_append(&self.path) {
-                Ok(file) => self.out = BufWriter::new(file),
-                Err(e) => tracing::warn!(
-                    "Reopening the log {} failed: {e}; writing on to the old file.",
-                    self.path.display()
-                ),
-            }
-        }
         match message {
             Message::Record(r) => {
-                self.line.clear();
-                r.write_line(&mut self.line);
-                self.line.push(b'\n');
-                if let Err(e) = self.out.write_all(&self.line) {
-                    tracing::warn!("Writing the log {} failed: {e}.", self.path.display());
+                r.write_line(&mut self.pending);
+                self.pending.push(b'\n');
+                if self.pending.len() >= WRITE_AT {
+                    self.flush();
                 }
                 Some(r)
             }
             Message::Flush(done) => {
-                let _ = self.out.flush();
+                self.flush();
+                if self.reopen.swap(false, Ordering::AcqRel) {
+                    self.reopen_file();
+                }
                 if let Some(done) = done {
                     let _ = done.send(());
                 }
                 None
             }
+        }
+    }
+
+    /// Write what is formatted. A failed write is logged and its lines are lost (the
+    /// next batch tries again).
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        if let Err(e) = self.file.write_all(&self.pending) {
+            tracing::warn!("Writing the log {} failed: {e}.", self.path.display());
+        }
+        self.pending.clear();
+    }
+
+    /// Close the file and open its path again (after what is formatted is written to
+    /// the old one).
+    fn reopen_file(&mut self) {
+        self.flush();
+        match open_append(&self.path) {
+            Ok(file) => self.file = file,
+            Err(e) => tracing::warn!(
+                "Reopening the log {} failed: {e}; writing on to the old file.",
+                self.path.display()
+            ),
         }
     }
 }

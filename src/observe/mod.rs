@@ -42,11 +42,9 @@ impl ConnTraceId {
 
     /// The id as its log field writes it.
     pub fn to_text(self) -> [u8; 36] {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut text = *b"TID_00000000000000000000000000000000";
-        for (i, b) in self.0.into_iter().enumerate() {
-            text[4 + 2 * i] = HEX[usize::from(b >> 4)];
-            text[5 + 2 * i] = HEX[usize::from(b & 15)];
+        for (pair, b) in text[4..].chunks_exact_mut(2).zip(self.0) {
+            pair.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
         }
         text
     }
@@ -56,6 +54,18 @@ impl ConnTraceId {
         out.extend_from_slice(&self.to_text());
     }
 }
+
+/// Each byte's two lowercase hex digits.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        pairs[b] = [HEX[b >> 4], HEX[b & 15]];
+        b += 1;
+    }
+    pairs
+};
 
 impl std::fmt::Display for ConnTraceId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -89,7 +89,7 @@ pub(super) async fn http1(
                 verdict.received,
             ) {
                 record.request = None;
-                record.user_agent = None;
+                record.texts.clear();
                 record.trace_id = None;
                 record.matched_rule_priority = None;
                 complete(&mut record, &resp);
@@ -169,15 +169,28 @@ fn line_for(
     let log = view.model.logs.access.as_ref()?;
     let now = SystemTime::now();
     let tls = conn.tls.as_ref();
-    // Raw values (shared, not copied): the log's own thread formats them.
-    let request = RequestLine {
-        method: req.method().clone(),
-        scheme: ctx.protocol.scheme(),
-        host: request_host_value(req),
-        port: ctx.port,
-        uri: req.uri().clone(),
-        version: req.version(),
+    // A written record's box and text buffer, when one waits to be used again.
+    let mut spare = log.spare();
+    let mut texts = spare
+        .as_mut()
+        .map(|r| std::mem::take(&mut r.texts))
+        .unwrap_or_default();
+    let host = match req.uri().authority() {
+        Some(a) => a.as_str().as_bytes(),
+        None => req
+            .headers()
+            .get(http::header::HOST)
+            .map_or(&[][..], HeaderValue::as_bytes),
     };
+    texts.set(
+        host,
+        req.uri()
+            .path_and_query()
+            .map_or(&b"/"[..], |pq| pq.as_str().as_bytes()),
+        req.headers()
+            .get(http::header::USER_AGENT)
+            .map_or(&[][..], HeaderValue::as_bytes),
+    );
     let classification = classification.filter(|c| !c.is_compliant());
     let record = AccessRecord {
         kind: if tls.is_some() {
@@ -196,8 +209,13 @@ fn line_for(
         target_status_code: None,
         received_bytes: received,
         sent_bytes: 0,
-        request: Some(request),
-        user_agent: req.headers().get(http::header::USER_AGENT).cloned(),
+        request: Some(RequestLine {
+            method: req.method().clone(),
+            scheme: ctx.protocol.scheme(),
+            port: ctx.port,
+            version: req.version(),
+        }),
+        texts,
         ssl_cipher: tls.and_then(|t| t.cipher),
         ssl_protocol: tls.and_then(|t| t.protocol),
         target_group_arn: None,
@@ -215,13 +233,23 @@ fn line_for(
             .trace_id
             .unwrap_or_else(crate::observe::ConnTraceId::random),
     };
-    Some((log.clone(), log.boxed(record)))
+    let boxed = match spare {
+        Some(mut spare) => {
+            *spare = record;
+            spare
+        }
+        None => Box::new(record),
+    };
+    Some((log.clone(), boxed))
 }
 
-/// Fill in what the response tells: the status the client got and when.
+/// Fill in what the response tells: the status the client got and, for an answer the
+/// load balancer made itself, when (a target's answer has its time already).
 fn complete(record: &mut AccessRecord, resp: &Response<ProxyBody>) {
     record.elb_status_code = Some(resp.status().as_u16());
-    record.time = SystemTime::now();
+    if record.target_processing_time.is_none() {
+        record.time = SystemTime::now();
+    }
     if record.actions_executed == Some("redirect") {
         record.redirect_url = resp.headers().get(http::header::LOCATION).cloned();
     }
@@ -293,7 +321,10 @@ async fn respond(
         let (value, made) = headers::trace_value(req.headers().get(&headers::X_AMZN_TRACE_ID));
         record.trace_id = Some(match made {
             Some(made) => TraceId::Made(made),
-            None => TraceId::Header(value.clone()),
+            None => {
+                record.texts.set_trace_id(value.as_bytes());
+                TraceId::Sent
+            }
         });
         trace = Some(value);
     }
@@ -353,9 +384,11 @@ async fn respond(
             .names
             .group_arn(&selection.in_flight.target().group)
             .cloned();
-        record.request_processing_time = received.map(|r| r.elapsed());
     }
     let sent = std::time::Instant::now();
+    if let Some((_, record)) = line {
+        record.request_processing_time = received.map(|r| sent.saturating_duration_since(r));
+    }
     let fwd = Forwarded {
         client,
         protocol: ctx.protocol,
@@ -384,6 +417,11 @@ async fn respond(
                 record.target_processing_time = Some(waited);
                 record.response_processing_time = Some(std::time::Duration::ZERO);
                 record.target_status_code = Some(resp.status().as_u16());
+                // The response goes out as the target's arrives: its time is the
+                // arrival's, from the clock readings already taken.
+                record.time = record.request_creation_time
+                    + record.request_processing_time.unwrap_or_default()
+                    + waited;
             }
             selection.cookies.apply(resp.headers_mut());
             (resp, tunnel)
