@@ -281,11 +281,11 @@ impl Line for AccessRecord {
         out.push(b' ');
         time(out, r.request_creation_time);
         out.push(b' ');
-        quoted_or_dash(out, r.actions_executed);
+        quoted_name_or_dash(out, r.actions_executed);
         out.push(b' ');
         header_or_dash(out, r.redirect_url.as_ref());
         out.push(b' ');
-        quoted_or_dash(out, r.error_reason);
+        quoted_name_or_dash(out, r.error_reason);
         out.push(b' ');
         // target:port_list and target_status_code_list: one entry each (as ALB today).
         match &target {
@@ -306,7 +306,7 @@ impl Line for AccessRecord {
             None => push_str(out, "\"-\""),
         }
         out.push(b' ');
-        quoted_or_dash(out, r.classification);
+        quoted_name_or_dash(out, r.classification);
         out.push(b' ');
         quoted_or_dash(out, r.classification_reason.as_deref());
         out.push(b' ');
@@ -486,6 +486,19 @@ fn bytes_or_dash(out: &mut Vec<u8>, value: &[u8]) {
     out.push(b'"');
     escaped_bytes(out, value);
     out.push(b'"');
+}
+
+/// A name albatross itself gives (`forward`, a reason code): nothing in it to escape.
+fn quoted_name_or_dash(out: &mut Vec<u8>, value: Option<&'static str>) {
+    match value {
+        Some(name) => {
+            debug_assert!(name.bytes().all(|b| AS_IS[usize::from(b)] == ASCII));
+            out.push(b'"');
+            push_str(out, name);
+            out.push(b'"');
+        }
+        None => push_str(out, "\"-\""),
+    }
 }
 
 fn quoted_or_dash(out: &mut Vec<u8>, value: Option<&str>) {
