@@ -83,6 +83,9 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    // A server may use the descriptors its hard limit allows; the default connection
+    // limit follows from them.
+    albatross::proxy::limit::raise_descriptor_limit();
     let mut builder = match cli.threads {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
         Some(n) => {

@@ -51,6 +51,13 @@ fn write_config(out: &mut String, c: &Config) -> std::fmt::Result {
         ("connect_timeout", dur(lb.connect_timeout)),
         ("shutdown_timeout", dur(lb.shutdown_timeout)),
         (
+            "max_connections",
+            lb.max_connections.map_or_else(
+                || "(half the descriptor limit, less 128)".to_string(),
+                |n| n.to_string(),
+            ),
+        ),
+        (
             "stickiness_secret",
             if lb.stickiness_secret.is_some() {
                 "(set)".to_string()

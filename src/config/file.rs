@@ -60,6 +60,9 @@ pub struct LoadBalancerConfig {
     pub connect_timeout: Option<Spanned<DurationValue>>,
     /// albatross extension, default 30 s.
     pub shutdown_timeout: Option<Spanned<DurationValue>>,
+    /// albatross extension: client connections open at once, past which new ones are
+    /// closed at once. Default: from the descriptor limit.
+    pub max_connections: Option<Spanned<i64>>,
     /// albatross extension: the key of stickiness cookies, shared by nodes behind one
     /// DNS name; at least 16 characters. Default: a random key per start.
     pub stickiness_secret: Option<Spanned<String>>,

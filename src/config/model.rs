@@ -58,6 +58,9 @@ pub struct LoadBalancer {
     pub connect_timeout: Duration,
     /// How long graceful shutdown lets requests and tunnels finish (not an ALB setting; default 30 s).
     pub shutdown_timeout: Duration,
+    /// Client connections open at once (not an ALB setting); `None`: half the process's
+    /// descriptor limit less a reserve (`proxy::limit`).
+    pub max_connections: Option<usize>,
     /// Key material of stickiness cookies (not an ALB setting); `None` = random per start.
     pub stickiness_secret: Option<Secret>,
     /// ALB's `LoadBalancerName` (default `albatross`): ARNs derive from it.
@@ -103,6 +106,7 @@ impl Default for LoadBalancer {
             header_read_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
+            max_connections: None,
             stickiness_secret: None,
             name: "albatross".to_string(),
             region: "us-east-1".to_string(),

@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
 use crate::config::model::{Config, Protocol};
+use crate::proxy::limit::ConnectionSlot;
 use crate::proxy::{self, ListenerContext, ListenerView, Model, Runtime};
 use crate::tls::{self, TlsAcceptor, TlsError, TlsStream};
 
@@ -221,13 +222,21 @@ pub async fn run_accept_loop(
                 continue;
             }
         };
+        // Past `max_connections` the connection is closed at once, with an RST (no
+        // TIME_WAIT kept for it), and counted; what is open is not touched.
+        let Some(slot) = ctx.runtime.connections.try_acquire() else {
+            crate::observe::metrics::inc(&ctx.runtime.metrics.rejected_connections);
+            let _ = stream.set_zero_linger();
+            drop(stream);
+            continue;
+        };
         crate::observe::metrics::inc(&ctx.runtime.metrics.new_connections);
         let span = tracing::debug_span!("conn", client = %peer, port = ctx.port);
         let _ = stream.set_nodelay(true);
         match tls.load_full() {
-            None => span.in_scope(|| proxy::serve(stream, peer, ctx.clone(), None)),
+            None => span.in_scope(|| proxy::serve(stream, peer, ctx.clone(), None, slot)),
             Some(acceptor) => {
-                let handshake = handshake_then_serve(stream, peer, ctx.clone(), acceptor);
+                let handshake = handshake_then_serve(stream, peer, ctx.clone(), acceptor, slot);
                 shutdown.tracker.spawn(handshake.instrument(span));
             }
         }
@@ -241,6 +250,7 @@ async fn handshake_then_serve(
     peer: SocketAddr,
     ctx: Arc<ListenerContext>,
     acceptor: Arc<TlsAcceptor>,
+    slot: ConnectionSlot,
 ) {
     let (timeout, log) = {
         let view = ctx.view();
@@ -273,7 +283,7 @@ async fn handshake_then_serve(
         });
     }
     match outcome {
-        Ok(tls_stream) => proxy::serve(tls_stream, peer, ctx, trace_id),
+        Ok(tls_stream) => proxy::serve(tls_stream, peer, ctx, trace_id, slot),
         Err(e) => {
             crate::observe::metrics::inc(&ctx.runtime.metrics.client_tls_negotiation_errors);
             tracing::debug!("{e}")

@@ -10,7 +10,9 @@
 //!
 //! Idle time is measured here too: no byte either way for the idle timeout while
 //! waiting for a head → `408` when the connection has not sent a request yet or sent
-//! part of a head, else a quiet close (a kept-alive connection going idle).
+//! part of a head, else a quiet close (a kept-alive connection going idle). A head
+//! must also be whole within that time of its first byte, however its bytes trickle
+//! in (`408`).
 
 use std::collections::VecDeque;
 use std::io;
@@ -526,6 +528,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
                 }
                 _ => {}
             }
+            // A head must be whole within the timeout of its first byte: bytes of a head
+            // already begun do not restart the clock, so a client trickling a head a
+            // byte at a time is answered on time, not kept forever.
+            let head_begun = matches!(this.state, ReadState::Head) && !this.pending.is_empty();
             match this.poll_fill(cx) {
                 Poll::Ready(Ok(0)) => {
                     // The client closed its side: hand hyper what is left, then EOF.
@@ -534,7 +540,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
                 }
                 Poll::Ready(Ok(n)) => {
                     this.conn.received.fetch_add(n as u64, Ordering::Relaxed);
-                    this.touch()
+                    if !head_begun {
+                        this.touch()
+                    }
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {

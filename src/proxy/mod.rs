@@ -26,6 +26,7 @@ pub mod error;
 pub mod forward;
 pub mod head;
 pub mod headers;
+pub mod limit;
 mod respond;
 pub mod serve;
 pub mod upgrade;
@@ -66,6 +67,8 @@ pub struct Runtime {
     pub tunnels: Arc<Tunnels>,
     /// What CloudWatch would count for the load balancer (`observe`).
     pub metrics: Arc<Metrics>,
+    /// Client connections open, under `max_connections`.
+    pub connections: Arc<limit::ConnectionLimit>,
     /// The log files open now, reused by the next config when it names the same paths.
     logs: std::sync::Mutex<Logs>,
     pub shutdown: Shutdown,
@@ -97,6 +100,9 @@ impl Runtime {
             upstream,
             tunnels,
             metrics: Arc::default(),
+            connections: Arc::new(limit::ConnectionLimit::new(
+                limit::default_max_connections(),
+            )),
             logs: std::sync::Mutex::default(),
             shutdown,
         }
@@ -109,6 +115,7 @@ impl Runtime {
         let lb = &config.load_balancer;
         self.upstream
             .set_timeouts(lb.connect_timeout, lb.idle_timeout);
+        self.connections.set_max(lb.max_connections);
         let logs = self.logs_for(&config);
         let names = Names::new(&config);
         Arc::new(Model {

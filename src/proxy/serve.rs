@@ -24,6 +24,7 @@ use tracing::Instrument;
 
 use super::client_io::{join, ClientIo, ConnState};
 use super::error::Chain;
+use super::limit::ConnectionSlot;
 use super::{head, respond, ListenerContext};
 use crate::observe::ConnTraceId;
 use crate::tunnel::{self, CopyPath, TunnelHandle, TunnelReport};
@@ -146,6 +147,7 @@ pub fn serve<S: ClientStream>(
     peer: SocketAddr,
     ctx: Arc<ListenerContext>,
     trace_id: Option<ConnTraceId>,
+    slot: ConnectionSlot,
 ) {
     let tracker = ctx.runtime.shutdown.tracker.clone();
     let active = Active::new(&ctx.runtime.metrics);
@@ -165,7 +167,7 @@ pub fn serve<S: ClientStream>(
     if stream.is_h2() {
         tracker.spawn(
             async move {
-                let _active = active;
+                let _held = (active, slot);
                 serve_http2(stream, peer, ctx, Arc::new(info)).await
             }
             .in_current_span(),
@@ -173,7 +175,7 @@ pub fn serve<S: ClientStream>(
     } else {
         tracker.spawn(
             async move {
-                let _active = active;
+                let _held = (active, slot);
                 serve_http1(stream, peer, ctx, info).await
             }
             .in_current_span(),

@@ -485,6 +485,12 @@ fn load_balancer(cx: &mut Cx<'_>, lb: LoadBalancerConfig) -> Option<LoadBalancer
         lb.shutdown_timeout.as_ref(),
         &DurationRule::new("shutdown_timeout", 30),
     );
+    let max_connections = match &lb.max_connections {
+        None => Some(None),
+        Some(n) => cx
+            .int_in(n, "max_connections", 1, MAX_CONNECTIONS)
+            .map(|n| Some(n as usize)),
+    };
     let xff = cx.one_of(
         lb.xff_header_processing.as_ref(),
         "xff_header_processing",
@@ -586,8 +592,12 @@ fn load_balancer(cx: &mut Cx<'_>, lb: LoadBalancerConfig) -> Option<LoadBalancer
         header_read_timeout: header?,
         connect_timeout: connect?,
         shutdown_timeout: shutdown?,
+        max_connections: max_connections?,
     })
 }
+
+/// The largest `max_connections` accepted (a process cannot hold more descriptors).
+const MAX_CONNECTIONS: i64 = 100_000_000;
 
 fn backend(cx: &mut Cx<'_>, b: &Spanned<BackendConfig>) -> Option<Backend> {
     let b = b.get_ref();

@@ -110,8 +110,9 @@ fn minimal_config_gets_every_default() {
 
 #[test]
 fn load_balancer_keys_are_read() {
-    let c = ok(&with("[load_balancer]\nidle_timeout = \"2m\"\nxff_header_processing = \"remove\"\nxff_client_port = true\npreserve_host_header = true\ndrop_invalid_header_fields = true\ndesync_mitigation_mode = \"strictest\"\nclient_keep_alive = \"1h\"\ntls_handshake_timeout = \"3s\"\nheader_read_timeout = 7\nconnect_timeout = \"250ms\"\nshutdown_timeout = \"1m\"\n"));
+    let c = ok(&with("[load_balancer]\nidle_timeout = \"2m\"\nxff_header_processing = \"remove\"\nxff_client_port = true\npreserve_host_header = true\ndrop_invalid_header_fields = true\ndesync_mitigation_mode = \"strictest\"\nclient_keep_alive = \"1h\"\ntls_handshake_timeout = \"3s\"\nheader_read_timeout = 7\nconnect_timeout = \"250ms\"\nshutdown_timeout = \"1m\"\nmax_connections = 5000\n"));
     let lb = &c.load_balancer;
+    assert_eq!(lb.max_connections, Some(5000));
     assert_eq!(lb.idle_timeout, Duration::from_secs(120));
     assert_eq!(lb.xff_header_processing, XffMode::Remove);
     assert!(lb.xff_client_port && lb.preserve_host_header && lb.drop_invalid_header_fields);
@@ -120,6 +121,18 @@ fn load_balancer_keys_are_read() {
     assert_eq!(lb.header_read_timeout, Duration::from_secs(7));
     assert_eq!(lb.connect_timeout, Duration::from_millis(250));
     assert_eq!(lb.shutdown_timeout, Duration::from_secs(60));
+}
+
+#[test]
+fn max_connections_is_at_least_one() {
+    assert_eq!(ok(&with("")).load_balancer.max_connections, None);
+    assert_eq!(
+        errors(&with("[load_balancer]\nmax_connections = 0\n")),
+        vec!["1:17: `max_connections` must be between 1 and 100000000 (got 0)"]
+    );
+    let errs = errors(&with("[load_balancer]\nmax_connections = \"many\"\n"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("max_connections"), "{errs:?}");
 }
 
 #[test]
