@@ -104,12 +104,10 @@ impl Listeners {
             if serving.contains(&key) {
                 continue;
             }
-            let listener = TcpListener::bind(key.addr)
-                .await
-                .map_err(|source| BindError {
-                    addr: key.addr,
-                    source,
-                })?;
+            let listener = bind_listener(key.addr).map_err(|source| BindError {
+                addr: key.addr,
+                source,
+            })?;
             let local_addr = listener.local_addr().map_err(|source| BindError {
                 addr: key.addr,
                 source,
@@ -306,6 +304,25 @@ where
         Ok(Err(e)) => Err(TlsError::Handshake(e)),
         Err(_) => Err(TlsError::HandshakeTimeout),
     }
+}
+
+/// How many connections the kernel holds for a listener until they are accepted (it caps
+/// the number at `net.core.somaxconn`). The standard library's 128 overflows when a
+/// burst of clients connects at once: overflowing connections wait for a SYN
+/// retransmission or are reset.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listening socket on `addr` (`SO_REUSEADDR`, as the standard library sets it) with
+/// [`LISTEN_BACKLOG`].
+fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Lock a mutex whose holders never panic mid-update; recover the data if one did.
