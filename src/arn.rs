@@ -43,6 +43,15 @@ impl Arns {
         )
     }
 
+    /// The trust store read from the file named `stem` (`truststore/{stem}/{id}`).
+    pub fn trust_store(&self, stem: &str) -> String {
+        format!(
+            "{}truststore/{stem}/{}",
+            self.prefix,
+            id16(&["truststore", stem])
+        )
+    }
+
     /// The id of the listener on `port`.
     pub fn listener_id(&self, port: u16) -> String {
         id16(&["listener", &port.to_string()])

@@ -114,6 +114,8 @@ pub struct ListenerConfig {
     pub ssl_policy: Option<Spanned<String>>,
     /// HTTPS only, at least one; the first is the default certificate.
     pub certificates: Option<Spanned<Vec<Spanned<CertificateConfig>>>>,
+    /// HTTPS only: ALB's mutual TLS. Default off.
+    pub mutual_authentication: Option<Spanned<MutualAuthConfig>>,
     /// Required.
     pub default_action: Spanned<ActionConfig>,
     /// `[[listener.rule]]`.
@@ -128,6 +130,18 @@ pub struct CertificateConfig {
     pub cert: Spanned<String>,
     /// PEM private key, relative to the config file's folder.
     pub key: Spanned<String>,
+}
+
+/// A listener's `mutual_authentication`.
+#[derive(Debug, Deserialize)]
+pub struct MutualAuthConfig {
+    /// `off` | `verify` | `passthrough`, required.
+    pub mode: Spanned<String>,
+    /// `verify` only (and required there): PEM bundle of trusted CA certificates,
+    /// relative to the config file's folder.
+    pub trust_store: Option<Spanned<String>>,
+    /// `verify` only; default false.
+    pub ignore_client_certificate_expiry: Option<Spanned<bool>>,
 }
 
 /// `[[listener.rule]]`.

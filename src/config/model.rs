@@ -209,8 +209,20 @@ pub struct Tls {
     pub ssl_policy: String,
     /// Certificate files in order; the first is the default certificate.
     pub certificates: Vec<CertificateFiles>,
-    /// Ready-to-use server config (SNI resolver, protocol versions, ALPN, tickets).
+    /// Ready-to-use server config (SNI resolver, protocol versions, ALPN, tickets,
+    /// client certificates).
     pub server_config: Arc<rustls::ServerConfig>,
+    /// ALB's `MutualAuthentication`.
+    pub mutual_authentication: MutualAuthentication,
+}
+
+/// A listener's mutual TLS (`off` by default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MutualAuthentication {
+    pub mode: crate::tls::MtlsMode,
+    /// The CA bundle of `verify`.
+    pub trust_store: Option<PathBuf>,
+    pub ignore_client_certificate_expiry: bool,
 }
 
 impl fmt::Debug for Tls {
@@ -218,6 +230,7 @@ impl fmt::Debug for Tls {
         f.debug_struct("Tls")
             .field("ssl_policy", &self.ssl_policy)
             .field("certificates", &self.certificates)
+            .field("mutual_authentication", &self.mutual_authentication)
             .finish_non_exhaustive()
     }
 }

@@ -266,6 +266,10 @@ async fn handshake_then_serve(
             Ok(s) => crate::tls::policy::openssl_names(s.get_ref().1),
             Err(_) => (None, None),
         };
+        let client_certificate = outcome.as_ref().ok().and_then(|s| {
+            let chain = s.get_ref().1.peer_certificates()?;
+            crate::tls::client_certificate(chain).map(Arc::new)
+        });
         log.write(crate::observe::ConnectionRecord {
             time: std::time::SystemTime::now(),
             client: peer,
@@ -273,6 +277,7 @@ async fn handshake_then_serve(
             tls_protocol: protocol,
             tls_cipher: cipher,
             tls_handshake_latency: outcome.is_ok().then(|| started.elapsed()),
+            client_certificate,
             tls_verify_status: match &outcome {
                 Ok(_) => "Success".to_string(),
                 Err(e) => format!("Failed:{}", e.reason_code()),

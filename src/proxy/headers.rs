@@ -1,7 +1,8 @@
 //! Header rewriting toward targets and back: hop-by-hop headers, X-Forwarded-*,
-//! Host, and X-Amzn-Trace-Id, as ALB does it.
+//! Host, X-Amzn-Trace-Id and X-Amzn-Mtls-*, as ALB does it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::header::{
@@ -11,6 +12,7 @@ use http::header::{
 
 use crate::config::model::{Protocol, XffMode};
 use crate::observe::access_log::MADE_TRACE_ID_LEN;
+use crate::tls::{ClientCertificate, MtlsMode};
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -175,6 +177,61 @@ pub struct Forwarded {
     /// The trace id worked out when the request arrived (for the access log), to send
     /// as it is; `None`: work it out now.
     pub trace: Option<HeaderValue>,
+    /// On a listener with mutual TLS: the connection's `X-Amzn-Mtls-*` headers.
+    pub mtls: Option<Arc<MtlsHeaders>>,
+}
+
+/// The `X-Amzn-Mtls-*` headers of one connection on a listener with mutual TLS, worked
+/// out once when it opens. Whatever `X-Amzn-Mtls-*` headers a client sends there are
+/// removed first, so a target can trust the ones it gets.
+#[derive(Debug, Default)]
+pub struct MtlsHeaders(Vec<(HeaderName, HeaderValue)>);
+
+impl MtlsHeaders {
+    /// ALB's headers for `mode` and the client's certificate: in `verify` mode the
+    /// leaf's serial number, issuer, subject, validity and PEM; in `passthrough` mode
+    /// the whole chain (none without a certificate).
+    pub fn new(mode: MtlsMode, cert: Option<&ClientCertificate>) -> MtlsHeaders {
+        let Some(c) = cert else {
+            return MtlsHeaders::default();
+        };
+        let fields: Vec<(&'static str, &str)> = match mode {
+            MtlsMode::Off => Vec::new(),
+            MtlsMode::Passthrough => vec![("x-amzn-mtls-clientcert", &c.chain)],
+            MtlsMode::Verify => vec![
+                ("x-amzn-mtls-clientcert-serial-number", &c.serial_number),
+                ("x-amzn-mtls-clientcert-issuer", &c.issuer),
+                ("x-amzn-mtls-clientcert-subject", &c.subject),
+                ("x-amzn-mtls-clientcert-validity", &c.validity),
+                ("x-amzn-mtls-clientcert-leaf", &c.leaf),
+            ],
+        };
+        MtlsHeaders(
+            fields
+                .into_iter()
+                .filter_map(|(name, value)| {
+                    Some((
+                        HeaderName::from_static(name),
+                        HeaderValue::from_bytes(value.as_bytes()).ok()?,
+                    ))
+                })
+                .collect(),
+        )
+    }
+
+    fn apply(&self, headers: &mut HeaderMap) {
+        let sent: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| n.as_str().starts_with("x-amzn-mtls-"))
+            .cloned()
+            .collect();
+        for name in sent {
+            headers.remove(name);
+        }
+        for (name, value) in &self.0 {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
 }
 
 impl Forwarded {
@@ -196,6 +253,9 @@ impl Forwarded {
         match &self.trace {
             None => apply_trace_id(headers),
             Some(value) => set_trace_id(headers, value.clone()),
+        }
+        if let Some(mtls) = &self.mtls {
+            mtls.apply(headers);
         }
     }
 
@@ -450,6 +510,7 @@ mod tests {
             xff_client_port: false,
             preserve_host_header: false,
             trace: None,
+            mtls: None,
         }
     }
 

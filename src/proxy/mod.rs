@@ -240,13 +240,24 @@ const LOG_QUEUE: usize = 16 * 1024;
 pub struct ListenerView {
     pub model: Arc<Model>,
     pub router: Router,
+    /// The listener's mutual TLS mode (for the headers of its new connections).
+    pub mtls: crate::tls::MtlsMode,
 }
 
 impl ListenerView {
     /// The view of the `index`th listener of `model`'s config.
     pub fn new(model: Arc<Model>, index: usize) -> ListenerView {
-        let router = Router::new(&model.config.listeners[index]);
-        ListenerView { model, router }
+        let listener = &model.config.listeners[index];
+        let router = Router::new(listener);
+        let mtls = listener
+            .tls
+            .as_ref()
+            .map_or(crate::tls::MtlsMode::Off, |t| t.mutual_authentication.mode);
+        ListenerView {
+            model,
+            router,
+            mtls,
+        }
     }
 }
 

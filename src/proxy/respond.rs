@@ -41,6 +41,7 @@ pub(super) async fn http2(
         &ctx,
         &view,
         client,
+        &conn,
         &mut ResponseTimer::default(),
         false,
         &mut waiting.line,
@@ -123,6 +124,7 @@ pub(super) async fn http1(
         &ctx,
         &view,
         client,
+        &conn.info,
         &mut timer,
         true,
         &mut waiting.line,
@@ -307,6 +309,7 @@ async fn respond(
     ctx: &Arc<ListenerContext>,
     view: &ListenerView,
     client: SocketAddr,
+    conn: &ConnInfo,
     timer: &mut ResponseTimer,
     upgrades: bool,
     line: &mut LogLine,
@@ -398,6 +401,7 @@ async fn respond(
         xff_client_port: lb.xff_client_port,
         preserve_host_header: lb.preserve_host_header,
         trace,
+        mtls: conn.mtls.clone(),
     };
     // hyper switches only HTTP/1.1 connections (as `head` frames only those as tunnels).
     let result = if upgrades && req.version() == Version::HTTP_11 && is_upgrade(req.headers()) {

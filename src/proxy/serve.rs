@@ -27,6 +27,7 @@ use super::error::Chain;
 use super::limit::ConnectionSlot;
 use super::{head, respond, ListenerContext};
 use crate::observe::ConnTraceId;
+use crate::tls::MtlsMode;
 use crate::tunnel::{self, CopyPath, TunnelHandle, TunnelReport};
 
 /// ALB serves up to 128 concurrent streams on one HTTP/2 connection.
@@ -40,6 +41,8 @@ pub struct ConnInfo {
     /// before the access log was turned on gets one of its own).
     pub trace_id: Option<ConnTraceId>,
     pub tls: Option<TlsInfo>,
+    /// On a listener with mutual TLS: what its requests carry to targets.
+    pub mtls: Option<Arc<super::headers::MtlsHeaders>>,
 }
 
 /// A TLS connection's negotiated parameters, in OpenSSL's names.
@@ -61,6 +64,11 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static 
 
     /// The negotiated TLS version, cipher and SNI name (`None` for plain TCP).
     fn tls(&self) -> Option<TlsInfo>;
+
+    /// The certificate the client presented (mutual TLS), `None` without one.
+    fn client_certificate(&self) -> Option<crate::tls::ClientCertificate> {
+        None
+    }
 
     /// The tunnel between this client stream and a target (see [`tunnel::splice`]).
     fn splice(
@@ -102,6 +110,10 @@ impl ClientStream for TlsStream<TcpStream> {
 
     fn is_h2(&self) -> bool {
         self.get_ref().1.alpn_protocol() == Some(b"h2")
+    }
+
+    fn client_certificate(&self) -> Option<crate::tls::ClientCertificate> {
+        crate::tls::client_certificate(self.get_ref().1.peer_certificates()?)
     }
 
     fn tls(&self) -> Option<TlsInfo> {
@@ -152,16 +164,25 @@ pub fn serve<S: ClientStream>(
     let tracker = ctx.runtime.shutdown.tracker.clone();
     let active = Active::new(&ctx.runtime.metrics);
     // What only the access log reads is made only when there is one.
-    let logging = ctx.view().model.logs.access.is_some();
+    let (logging, mtls_mode) = {
+        let view = ctx.view();
+        (view.model.logs.access.is_some(), view.mtls)
+    };
+    let mtls = (mtls_mode != MtlsMode::Off).then(|| {
+        let cert = stream.client_certificate();
+        Arc::new(super::headers::MtlsHeaders::new(mtls_mode, cert.as_ref()))
+    });
     let info = if logging {
         ConnInfo {
             trace_id: Some(trace_id.unwrap_or_else(ConnTraceId::random)),
             tls: stream.tls(),
+            mtls,
         }
     } else {
         ConnInfo {
             trace_id,
             tls: None,
+            mtls,
         }
     };
     if stream.is_h2() {

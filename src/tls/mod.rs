@@ -11,6 +11,7 @@
 //! - [`policy`]: ALB security policy names → rustls versions and suites (the mapping table is
 //!   there), OpenSSL names for the access log.
 
+pub mod mtls;
 mod pem;
 pub mod policy;
 mod sni;
@@ -23,6 +24,7 @@ use rustls::sign::CertifiedKey;
 pub use tokio_rustls::server::TlsStream;
 pub use tokio_rustls::TlsAcceptor;
 
+pub use mtls::{client_certificate, load_trust_store, ClientAuth, ClientCertificate, MtlsMode};
 pub use pem::load_certified_key;
 pub use policy::{
     openssl_names, openssl_suite_name, openssl_version_name, ssl_policy_names, DEFAULT_SSL_POLICY,
@@ -98,7 +100,11 @@ impl TlsError {
         match self {
             TlsError::HandshakeTimeout => "HandshakeTimeout",
             TlsError::Handshake(e) if e.kind() == io::ErrorKind::UnexpectedEof => "ClientClosed",
-            TlsError::Handshake(_) => "HandshakeError",
+            TlsError::Handshake(e) => e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .and_then(mtls::verify_failure_reason)
+                .unwrap_or("HandshakeError"),
             _ => "ConfigurationError",
         }
     }
@@ -110,7 +116,7 @@ pub fn server_config(
     keys: Vec<Arc<CertifiedKey>>,
     ssl_policy: &str,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    server_config_with_alpn(keys, ssl_policy, ALPN_HTTP1)
+    server_config_with_alpn(keys, ssl_policy, ALPN_HTTP1, &ClientAuth::Off)
 }
 
 /// Build a server config for a listener:
@@ -122,29 +128,42 @@ pub fn server_config(
 ///   name maps to), in server preference order as ALB does;
 /// - ALPN `alpn`, in preference order (e.g. [`ALPN_HTTP1`], [`ALPN_H2_HTTP1`]);
 /// - session resumption by a per-listener session cache and by stateless tickets (TLS 1.2
-///   tickets and TLS 1.3 PSKs), whose key rotates every 6 hours.
+///   tickets and TLS 1.3 PSKs), whose key rotates every 6 hours;
+/// - client certificates as `client_auth` says ([`mtls`]); with mutual TLS, as with ALB,
+///   no session is resumed.
 pub fn server_config_with_alpn(
     keys: Vec<Arc<CertifiedKey>>,
     ssl_policy: &str,
     alpn: &[&[u8]],
+    client_auth: &ClientAuth,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let policy = policy::lookup(ssl_policy).ok_or_else(|| TlsError::UnknownPolicy {
         name: ssl_policy.to_owned(),
     })?;
     let resolver = sni::SniResolver::new(keys)?;
-    let provider = rustls::crypto::CryptoProvider {
+    let provider = Arc::new(rustls::crypto::CryptoProvider {
         cipher_suites: policy.cipher_suites,
         ..rustls::crypto::aws_lc_rs::default_provider()
-    };
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+    });
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(policy.versions)
-        .map_err(TlsError::Config)?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+        .map_err(TlsError::Config)?;
+    let verifier = mtls::verifier(client_auth, &provider)?;
+    let mutual = verifier.is_some();
+    let mut config = match verifier {
+        None => builder.with_no_client_auth(),
+        Some(v) => builder.with_client_cert_verifier(v),
+    }
+    .with_cert_resolver(Arc::new(resolver));
     config.ignore_client_order = true;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
-    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(TlsError::Config)?;
+    if mutual {
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    } else {
+        config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
+        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(TlsError::Config)?;
+    }
     Ok(Arc::new(config))
 }
 
@@ -182,8 +201,13 @@ mod tests {
 
     #[test]
     fn alpn_is_a_parameter() {
-        let config =
-            server_config_with_alpn(vec![key()], DEFAULT_SSL_POLICY, ALPN_H2_HTTP1).unwrap();
+        let config = server_config_with_alpn(
+            vec![key()],
+            DEFAULT_SSL_POLICY,
+            ALPN_H2_HTTP1,
+            &ClientAuth::Off,
+        )
+        .unwrap();
         assert_eq!(
             config.alpn_protocols,
             vec![b"h2".to_vec(), b"http/1.1".to_vec()]

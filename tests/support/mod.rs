@@ -76,6 +76,11 @@ impl Pki {
         (cert_path, key_path, cert.der().to_vec())
     }
 
+    /// The CA's certificate.
+    pub fn ca_der(&self) -> &CertificateDer<'static> {
+        &self.ca_der
+    }
+
     /// A client config trusting only this CA, offering `alpn`.
     pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();

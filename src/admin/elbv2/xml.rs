@@ -93,10 +93,25 @@ pub fn listener(x: &mut Xml, v: &View<'_>, i: usize) {
     x.list("DefaultActions", [&l.default_action], |x, a| {
         action(x, v, a)
     });
-    if l.tls.is_some() {
-        x.open("MutualAuthentication")
-            .leaf("Mode", "off")
-            .close("MutualAuthentication");
+    if let Some(tls) = &l.tls {
+        let m = &tls.mutual_authentication;
+        x.open("MutualAuthentication").leaf("Mode", m.mode.as_str());
+        if let Some(store) = &m.trust_store {
+            let stem = store
+                .file_stem()
+                .map_or_else(|| "truststore".into(), |s| s.to_string_lossy());
+            x.leaf("TrustStoreArn", &v.arns.trust_store(&stem))
+                .leaf(
+                    "IgnoreClientCertificateExpiry",
+                    if m.ignore_client_certificate_expiry {
+                        "true"
+                    } else {
+                        "false"
+                    },
+                )
+                .leaf("AdvertiseTrustStoreCaNames", "off");
+        }
+        x.close("MutualAuthentication");
     }
 }
 

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use toml::Spanned;
 
 use super::{rules, Cx, TargetGroupNames};
-use crate::config::file::{CertificateConfig, ListenerConfig};
-use crate::config::model::{CertificateFiles, Listener, Protocol, Tls};
+use crate::config::file::{CertificateConfig, ListenerConfig, MutualAuthConfig};
+use crate::config::model::{CertificateFiles, Listener, MutualAuthentication, Protocol, Tls};
 use crate::tls;
 
 pub(super) fn listeners(
@@ -69,6 +69,12 @@ fn listener(
                 cx.error(
                     c.span(),
                     "an HTTP listener takes no `certificates`; use protocol = \"HTTPS\"",
+                );
+            }
+            if let Some(m) = &l.mutual_authentication {
+                cx.error(
+                    m.span(),
+                    "`mutual_authentication` applies only to HTTPS listeners",
                 );
             }
             None
@@ -156,6 +162,11 @@ fn tls_settings(cx: &mut Cx<'_>, l: &ListenerConfig, http2: bool) -> Option<Tls>
             None => ok = false,
         }
     }
+    let mutual = match &l.mutual_authentication {
+        None => Some((MutualAuthentication::default(), tls::ClientAuth::Off)),
+        Some(m) => mutual_authentication(cx, m),
+    };
+    let (mutual_authentication, client_auth) = mutual?;
     if !ok {
         return None;
     }
@@ -164,11 +175,12 @@ fn tls_settings(cx: &mut Cx<'_>, l: &ListenerConfig, http2: bool) -> Option<Tls>
     } else {
         tls::ALPN_HTTP1
     };
-    match tls::server_config_with_alpn(keys, &ssl_policy, alpn) {
+    match tls::server_config_with_alpn(keys, &ssl_policy, alpn, &client_auth) {
         Ok(server_config) => Some(Tls {
             ssl_policy,
             certificates: files,
             server_config,
+            mutual_authentication,
         }),
         Err(e) => {
             let span = l
@@ -180,6 +192,88 @@ fn tls_settings(cx: &mut Cx<'_>, l: &ListenerConfig, http2: bool) -> Option<Tls>
                 format!("cannot set up TLS with policy `{ssl_policy}`: {e}"),
             );
             None
+        }
+    }
+}
+
+/// `mutual_authentication = { mode, trust_store, ignore_client_certificate_expiry }`: the
+/// model's settings and what the server config needs (the trust store loaded).
+fn mutual_authentication(
+    cx: &mut Cx<'_>,
+    m: &Spanned<MutualAuthConfig>,
+) -> Option<(MutualAuthentication, tls::ClientAuth)> {
+    let c = m.get_ref();
+    let mode = cx.one_of(
+        Some(&c.mode),
+        "mode",
+        &[
+            ("off", tls::MtlsMode::Off),
+            ("verify", tls::MtlsMode::Verify),
+            ("passthrough", tls::MtlsMode::Passthrough),
+        ],
+        tls::MtlsMode::Off,
+    )?;
+    let ignore_expiry = c
+        .ignore_client_certificate_expiry
+        .as_ref()
+        .map(|v| (*v.get_ref(), v.span()));
+    if mode != tls::MtlsMode::Verify {
+        if let Some(t) = &c.trust_store {
+            cx.error(
+                t.span(),
+                format!(
+                    "`trust_store` is used only with mode = \"verify\" (this listener's mode is \"{}\")",
+                    mode.as_str()
+                ),
+            );
+            return None;
+        }
+        if let Some((_, span)) = ignore_expiry {
+            cx.error(
+                span,
+                "`ignore_client_certificate_expiry` is used only with mode = \"verify\"",
+            );
+            return None;
+        }
+    }
+    match mode {
+        tls::MtlsMode::Off => Some((MutualAuthentication::default(), tls::ClientAuth::Off)),
+        tls::MtlsMode::Passthrough => Some((
+            MutualAuthentication {
+                mode,
+                ..MutualAuthentication::default()
+            },
+            tls::ClientAuth::Passthrough,
+        )),
+        tls::MtlsMode::Verify => {
+            let Some(t) = &c.trust_store else {
+                cx.error(
+                    m.span(),
+                    "mode = \"verify\" needs `trust_store`, a PEM file of the CA certificates client certificates must chain to",
+                );
+                return None;
+            };
+            let path = readable(cx, t, "trust store")?;
+            match tls::load_trust_store(&path) {
+                Ok(roots) => {
+                    let ignore_expiry = ignore_expiry.is_some_and(|(v, _)| v);
+                    Some((
+                        MutualAuthentication {
+                            mode,
+                            trust_store: Some(path),
+                            ignore_client_certificate_expiry: ignore_expiry,
+                        },
+                        tls::ClientAuth::Verify {
+                            roots,
+                            ignore_expiry,
+                        },
+                    ))
+                }
+                Err(e) => {
+                    cx.error(t.span(), format!("cannot use the trust store: {e}"));
+                    None
+                }
+            }
         }
     }
 }
