@@ -278,3 +278,93 @@ async fn a_reload_changes_the_limit_without_closing_anything() {
     assert!(!served(&mut c).await, "a third connection was served");
     assert!(counter(&proxy, "albatross_rejected_connection_count_total").await >= 1.0);
 }
+
+/// A target that reads each request's whole body (`Content-Length`) before answering
+/// `200` with the number of body bytes it got.
+async fn body_reading_target() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                while let Some(head) = read_head(&mut s).await {
+                    let mut body = vec![0u8; content_length(&head)];
+                    if s.read_exact(&mut body).await.is_err() {
+                        break;
+                    }
+                    let text = body.len().to_string();
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
+                        text.len()
+                    );
+                    if s.write_all(resp.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// An upload that takes four idle timeouts but never pauses for one goes through: the
+/// wait for the target's answer counts from the body's last byte. Before, the target
+/// was given one idle timeout from the head, and the upload got a 504.
+#[tokio::test]
+async fn a_slow_steady_upload_is_not_a_timeout() {
+    let pki = Pki::new();
+    let target = body_reading_target().await;
+    let proxy = start_proxy(&pki, &config("idle_timeout = \"500ms\"", &[target])).await;
+    let mut s = TcpStream::connect(proxy.listener_addr(0)).await.unwrap();
+    s.write_all(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        s.write_all(&[b'x'; 100]).await.unwrap();
+    }
+    let resp = read_response(&mut s).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.ends_with("\r\n\r\n1000"), "{resp}");
+    assert!(started.elapsed() >= Duration::from_millis(2000));
+}
+
+/// A body that stops arriving for the idle timeout is the client's silence: 408 and
+/// the connection closes, where the target's silence after a whole request is a 504.
+#[tokio::test]
+async fn a_stalled_body_gets_408_and_a_silent_target_504() {
+    let pki = Pki::new();
+    let target = body_reading_target().await;
+    let proxy = start_proxy(&pki, &config("idle_timeout = \"400ms\"", &[target])).await;
+    let addr = proxy.listener_addr(0);
+
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let sent = Instant::now();
+    let resp = read_response(&mut s).await;
+    let after = sent.elapsed();
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+    assert!(
+        resp.to_ascii_lowercase().contains("connection: close"),
+        "{resp}"
+    );
+    assert!(
+        after >= Duration::from_millis(380) && after < Duration::from_millis(1500),
+        "answered {after:?} after the last byte"
+    );
+    let mut rest = Vec::new();
+    let _ = within("the close after the 408", s.read_to_end(&mut rest)).await;
+
+    // A whole request to a target that never answers: 504 one idle timeout after it.
+    let silent = silent_target().await;
+    let proxy = start_proxy(&pki, &config("idle_timeout = \"400ms\"", &[silent])).await;
+    let mut s = TcpStream::connect(proxy.listener_addr(0)).await.unwrap();
+    s.write_all(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let resp = read_response(&mut s).await;
+    assert!(resp.starts_with("HTTP/1.1 504"), "{resp}");
+}

@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -53,6 +53,40 @@ pub struct HeadVerdict {
     pub received: u64,
 }
 
+/// When a client connection last sent a byte, and whether a request body is still
+/// arriving on it. The wait for a target's answer counts from the request's last byte
+/// (ALB's idle timeout: no byte either way), and a body that stops arriving for the
+/// idle timeout is the client's silence (408), not the target's (504).
+#[derive(Debug, Default)]
+pub struct BodyClock {
+    /// Microseconds from [`epoch`] to the last read from the client.
+    last_read_us: AtomicU64,
+    arriving: AtomicBool,
+}
+
+/// The time base of [`BodyClock`].
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl BodyClock {
+    fn read_at(&self, now: Instant) {
+        let us = now.saturating_duration_since(epoch()).as_micros() as u64;
+        self.last_read_us.store(us, Ordering::Relaxed);
+    }
+
+    fn set_arriving(&self, arriving: bool) {
+        self.arriving.store(arriving, Ordering::Relaxed);
+    }
+
+    /// Whether a request body is still arriving, and when the client last sent a byte.
+    pub fn state(&self) -> (bool, Instant) {
+        let last = epoch() + Duration::from_micros(self.last_read_us.load(Ordering::Relaxed));
+        (self.arriving.load(Ordering::Relaxed), last)
+    }
+}
+
 /// What the reader, the service and the connection task of one connection share.
 #[derive(Debug)]
 pub struct ConnState {
@@ -71,6 +105,8 @@ pub struct ConnState {
     /// Bytes read from and written to the client while it spoke HTTP (heads included).
     pub received: AtomicU64,
     pub sent: AtomicU64,
+    /// How the current request body is arriving.
+    pub body: BodyClock,
 }
 
 /// A request's access-log record waiting for its response to be sent.
@@ -93,6 +129,7 @@ impl ConnState {
             tunnel: Mutex::default(),
             received: AtomicU64::new(0),
             sent: AtomicU64::new(0),
+            body: BodyClock::default(),
         }
     }
 
@@ -380,6 +417,10 @@ impl<S> ClientIo<S> {
                     }),
                     Framing::Tunnel => ReadState::Passthrough,
                 };
+                self.conn.body.set_arriving(matches!(
+                    self.state,
+                    ReadState::Length(_) | ReadState::Chunked(_)
+                ));
                 true
             }
             ReadState::Length(left) => {
@@ -390,6 +431,7 @@ impl<S> ClientIo<S> {
                 *left -= n as u64;
                 if *left == 0 {
                     self.state = ReadState::Head;
+                    self.conn.body.set_arriving(false);
                 }
                 self.ready = self.pending.split_to(n).freeze();
                 true
@@ -405,6 +447,9 @@ impl<S> ClientIo<S> {
                     // Malformed framing: hyper will refuse it; stop interpreting.
                     None => ReadState::Passthrough,
                 };
+                if !matches!(self.state, ReadState::Chunked(_)) {
+                    self.conn.body.set_arriving(false);
+                }
                 self.ready = self.pending.split_to(used).freeze();
                 true
             }
@@ -540,8 +585,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
                 }
                 Poll::Ready(Ok(n)) => {
                     this.conn.received.fetch_add(n as u64, Ordering::Relaxed);
+                    let now = Instant::now();
+                    this.conn.body.read_at(now);
                     if !head_begun {
-                        this.touch()
+                        this.clock.touch(now);
                     }
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),

@@ -48,6 +48,7 @@ impl ProxyError {
             },
             ProxyError::NoTarget => 503,
             ProxyError::Target(e) => match e {
+                TargetError::ClientBodyTimeout => 408,
                 TargetError::ConnectTimeout | TargetError::ResponseTimeout => 504,
                 TargetError::Refused(_)
                 | TargetError::Connect(_)
@@ -127,6 +128,10 @@ pub enum TargetError {
     Http(#[source] hyper::Error),
     #[error("the target was deregistered and its deregistration delay ended")]
     Deregistered,
+    /// Not the target's doing: the client stopped sending its request body for the
+    /// idle timeout while the target waited for it (408, as for a silent client).
+    #[error("the client sent no byte of its request body for the idle timeout")]
+    ClientBodyTimeout,
 }
 
 impl TargetError {

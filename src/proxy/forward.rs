@@ -12,6 +12,7 @@ use hyper::body::{Body as _, Incoming};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use super::client_io::BodyClock;
 use super::error::TargetError;
 use super::headers::{close_target_connection, connection_has, strip_hop_by_hop, Forwarded};
 use super::upstream::{self, Conn, Expect, PooledBody, RawAnswer, Sender, Upstream};
@@ -19,15 +20,18 @@ use super::ProxyBody;
 use crate::target_group::InFlight;
 
 /// Send `req` to the target held by `in_flight` and return its response, hop-by-hop
-/// headers removed. Waiting for the response is bounded by the idle timeout (504 when it
-/// runs out, measured by `timer`) and by the end of the target's deregistration delay
-/// (502, as ALB).
+/// headers removed. Waiting for the response is bounded by the idle timeout counted from
+/// the request's last byte (504 when it runs out, measured by `timer`; `client_body` tells how
+/// the client's body is arriving, when the reader follows it: a body that stops
+/// arriving for the idle timeout ends the exchange with 408) and by the end of the
+/// target's deregistration delay (502, as ALB).
 pub async fn forward(
     req: Request<Incoming>,
     in_flight: &InFlight,
     fwd: &Forwarded,
     upstream: &Upstream,
     timer: &mut ResponseTimer,
+    client_body: Option<&BodyClock>,
 ) -> Result<Response<ProxyBody>, TargetError> {
     let target = in_flight.target();
     let (mut parts, body) = req.into_parts();
@@ -79,13 +83,31 @@ pub async fn forward(
         let (head, body) = resp.into_parts();
         Ok::<_, TargetError>((head, Answer::Hyper(body, sender)))
     });
-    let deadline = timer.arm(upstream.idle_timeout());
-    let (mut parts, answer) = tokio::select! {
-        // An answer that is ready wins over a timer that ran out at the same time.
-        biased;
-        r = exchange => r?,
-        () = deadline => return Err(TargetError::ResponseTimeout),
-        () = target.drain_token().cancelled() => return Err(TargetError::Deregistered),
+    let idle = upstream.idle_timeout();
+    let mut deadline = timer.arm(idle);
+    let mut exchange = exchange;
+    let (mut parts, answer) = loop {
+        tokio::select! {
+            // An answer that is ready wins over a timer that ran out at the same time.
+            biased;
+            r = &mut exchange => break r?,
+            () = deadline.as_mut() => {
+                // Idle means no byte either way: while the client's body arrives, the
+                // target is not late, and the wait counts from the body's last byte.
+                let Some((arriving, last_read)) = client_body.map(BodyClock::state) else {
+                    return Err(TargetError::ResponseTimeout);
+                };
+                let until = last_read + idle;
+                if until > Instant::now() {
+                    deadline.as_mut().reset(until);
+                } else if arriving {
+                    return Err(TargetError::ClientBodyTimeout);
+                } else {
+                    return Err(TargetError::ResponseTimeout);
+                }
+            }
+            () = target.drain_token().cancelled() => return Err(TargetError::Deregistered),
+        }
     };
     let reuse = reuse && !connection_has(&parts.headers, "close");
     strip_hop_by_hop(&mut parts.headers, false);

@@ -36,12 +36,16 @@ pub(super) async fn http2(
     let view = ctx.view();
     let mut waiting = ClientWaiting::new(client, metrics);
     waiting.line = line_for(&view, &ctx, &req, client, &conn, None, 0);
+    let from = Client {
+        addr: client,
+        info: &conn,
+        body: None,
+    };
     let (resp, _) = respond(
         req,
         &ctx,
         &view,
-        client,
-        &conn,
+        from,
         &mut ResponseTimer::default(),
         false,
         &mut waiting.line,
@@ -119,17 +123,13 @@ pub(super) async fn http1(
         verdict.received,
     );
     let mut timer = conn.take_response_timer();
-    let (mut resp, tunnel) = respond(
-        req,
-        &ctx,
-        &view,
-        client,
-        &conn.info,
-        &mut timer,
-        true,
-        &mut waiting.line,
-    )
-    .await;
+    let from = Client {
+        addr: client,
+        info: &conn.info,
+        body: Some(&conn.body),
+    };
+    let (mut resp, tunnel) =
+        respond(req, &ctx, &view, from, &mut timer, true, &mut waiting.line).await;
     conn.keep_response_timer(timer);
     count_elb(metrics, &resp);
     if let Some((log, mut record)) = waiting.answered() {
@@ -147,7 +147,8 @@ pub(super) async fn http1(
     if let Some(tunnel) = tunnel {
         conn.leave_tunnel(tunnel);
     }
-    if close_after {
+    // A request the client stopped sending (408) leaves the connection mid-body.
+    if close_after || resp.status() == http::StatusCode::REQUEST_TIMEOUT {
         resp.headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -301,6 +302,14 @@ impl Drop for ClientWaiting<'_> {
     }
 }
 
+/// The client connection a request came on, as [`respond`] needs it.
+struct Client<'a> {
+    addr: SocketAddr,
+    info: &'a ConnInfo,
+    /// How its request bodies arrive (HTTP/1, read through `ClientIo`).
+    body: Option<&'a super::client_io::BodyClock>,
+}
+
 /// The response to `req`, and the tunnel to open once it is out when the target
 /// switched protocols (only where `upgrades` are possible: HTTP/1.1).
 #[allow(clippy::too_many_arguments)]
@@ -308,12 +317,16 @@ async fn respond(
     req: Request<Incoming>,
     ctx: &Arc<ListenerContext>,
     view: &ListenerView,
-    client: SocketAddr,
-    conn: &ConnInfo,
+    from: Client<'_>,
     timer: &mut ResponseTimer,
     upgrades: bool,
     line: &mut LogLine,
 ) -> (Response<ProxyBody>, Option<Box<PendingTunnel>>) {
+    let Client {
+        addr: client,
+        info: conn,
+        body: client_body,
+    } = from;
     // Only the access log's request_processing_time needs the arrival instant.
     let received = line.as_ref().map(|_| std::time::Instant::now());
     let mut req = req;
@@ -408,9 +421,16 @@ async fn respond(
         upgrade::upgrade(req, selection.in_flight, &fwd, ctx, lb.idle_timeout).await
     } else {
         let upstream = &ctx.runtime.upstream;
-        forward::forward(req, &selection.in_flight, &fwd, upstream, timer)
-            .await
-            .map(|resp| (resp, None))
+        forward::forward(
+            req,
+            &selection.in_flight,
+            &fwd,
+            upstream,
+            timer,
+            client_body,
+        )
+        .await
+        .map(|resp| (resp, None))
     };
     match result {
         Ok((mut resp, tunnel)) => {
