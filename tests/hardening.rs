@@ -368,3 +368,44 @@ async fn a_stalled_body_gets_408_and_a_silent_target_504() {
     let resp = read_response(&mut s).await;
     assert!(resp.starts_with("HTTP/1.1 504"), "{resp}");
 }
+
+/// A TLS handshake trickled a byte at a time is cut at `tls_handshake_timeout` counted
+/// from its start, however the bytes keep coming.
+#[tokio::test]
+async fn a_trickled_tls_handshake_is_cut_at_the_handshake_timeout() {
+    let pki = Pki::new();
+    let cert = pki.leaf("localhost", &["localhost"]);
+    let target = echo_head_target().await;
+    let text = format!(
+        "[load_balancer]\ntls_handshake_timeout = \"1s\"\n\n[[listener]]\naddress = \"127.0.0.1\"\nport = 0\nprotocol = \"HTTPS\"\ncertificates = [ {{ cert = \"{}\", key = \"{}\" }} ]\ndefault_action = {{ type = \"forward\", target_group = \"app\" }}\n\n[[target_group]]\nname = \"app\"\ntargets = [ \"{target}\" ]\n",
+        cert.0.display(),
+        cert.1.display()
+    );
+    let proxy = start_proxy(&pki, &text).await;
+    let mut s = TcpStream::connect(proxy.listener_addr(0)).await.unwrap();
+    let started = Instant::now();
+    // A handshake record announcing 512 bytes of ClientHello, then a byte every 100 ms.
+    s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let ended = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still open after 5 s"
+        );
+        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break started.elapsed(),
+            Ok(Ok(_)) => continue,
+            Err(_) => {
+                if s.write_all(&[0]).await.is_err() {
+                    break started.elapsed();
+                }
+            }
+        }
+    };
+    assert!(
+        ended >= Duration::from_millis(950) && ended < Duration::from_millis(2500),
+        "closed {ended:?} after the first byte"
+    );
+}
