@@ -282,7 +282,20 @@ async fn verify_forwards_the_leaf_and_refuses_what_does_not_chain() {
         "{}",
         lines[0]
     );
-    // A refused handshake counts as a TLS negotiation error and leaves others alone.
+    // A refused handshake's line names the certificate that was refused, as ALB's does.
+    assert!(
+        lines[1].contains(
+            " \"CN=client-old,O=Company LLC,C=US\" NotBefore=2010-01-02T00:00:00Z;NotAfter=2011-04-02T00:00:00Z 02 Failed:ClientCertExpired "
+        ),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[3].contains(" \"-\" - - Failed:ClientCertMissing "),
+        "{}",
+        lines[3]
+    );
+    // A refused handshake leaves others alone.
     let again = request(&s, 0, Some(&valid), "").await;
     assert!(again.is_ok(), "{again:?}");
 }

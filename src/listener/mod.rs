@@ -260,16 +260,26 @@ async fn handshake_then_serve(
     let trace_id = log.as_ref().map(|_| crate::observe::ConnTraceId::random());
     let started = std::time::Instant::now();
     let outcome = handshake(&acceptor, stream, timeout).await;
+    // Taken at once, in the poll that saw a certificate refused, logged or not.
+    let refused_leaf = outcome
+        .is_err()
+        .then(crate::tls::mtls::take_refused_leaf)
+        .flatten();
     if let (Some(log), Some(trace_id)) = (log, trace_id) {
         // ALB's connection log: one line per attempt, failures included.
         let (protocol, cipher) = match &outcome {
             Ok(s) => crate::tls::policy::openssl_names(s.get_ref().1),
             Err(_) => (None, None),
         };
-        let client_certificate = outcome.as_ref().ok().and_then(|s| {
-            let chain = s.get_ref().1.peer_certificates()?;
-            crate::tls::client_certificate(chain).map(Arc::new)
-        });
+        let client_certificate = match &outcome {
+            Ok(s) => s
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(crate::tls::client_certificate),
+            Err(_) => refused_leaf,
+        }
+        .map(Arc::new);
         log.write(crate::observe::ConnectionRecord {
             time: std::time::SystemTime::now(),
             client: peer,

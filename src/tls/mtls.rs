@@ -106,11 +106,12 @@ pub(super) fn verifier(
                     .clear_root_hint_subjects()
                     .build()
                     .map_err(|e| TlsError::Invalid(format!("cannot use the trust store: {e}")))?;
-            Ok(Some(if *ignore_expiry {
+            let inner = if *ignore_expiry {
                 Arc::new(IgnoreExpiry { inner })
             } else {
                 inner
-            }))
+            };
+            Ok(Some(Arc::new(RememberRefused { inner })))
         }
     }
 }
@@ -172,6 +173,72 @@ impl ClientCertVerifier for Passthrough {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+std::thread_local! {
+    /// The leaf of the last certificate refused on this thread. The refusal happens in
+    /// the poll of the handshake that ends with its error, so the listener takes it
+    /// right after (`take_refused_leaf`) for the connection log, as ALB logs the
+    /// certificate of a refused handshake.
+    static REFUSED_LEAF: std::cell::RefCell<Option<CertificateDer<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The leaf of the certificate whose refusal ended the handshake just polled on this
+/// thread, if the handshake ended that way.
+pub fn take_refused_leaf() -> Option<ClientCertificate> {
+    let leaf = REFUSED_LEAF.with(|l| l.borrow_mut().take())?;
+    client_certificate(&[leaf])
+}
+
+/// `verify`: remembers the leaf of a refused certificate for the connection log.
+#[derive(Debug)]
+struct RememberRefused {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for RememberRefused {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        let verdict = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now);
+        if verdict.is_err() {
+            let leaf = end_entity.clone().into_owned();
+            REFUSED_LEAF.with(|l| *l.borrow_mut() = Some(leaf));
+        }
+        verdict
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 
