@@ -106,12 +106,10 @@ pub(super) fn verifier(
                     .clear_root_hint_subjects()
                     .build()
                     .map_err(|e| TlsError::Invalid(format!("cannot use the trust store: {e}")))?;
-            let inner = if *ignore_expiry {
-                Arc::new(IgnoreExpiry { inner })
-            } else {
-                inner
-            };
-            Ok(Some(Arc::new(RememberRefused { inner })))
+            Ok(Some(Arc::new(Verify {
+                inner,
+                ignore_expiry: *ignore_expiry,
+            })))
         }
     }
 }
@@ -192,13 +190,16 @@ pub fn take_refused_leaf() -> Option<ClientCertificate> {
     client_certificate(&[leaf])
 }
 
-/// `verify`: remembers the leaf of a refused certificate for the connection log.
+/// `verify`: rustls's WebPKI verifier with ALB's `ignore_client_certificate_expiry` (a
+/// chain refused only for the leaf's validity period is checked again as of a moment
+/// inside that period), remembering a refused leaf for the connection log.
 #[derive(Debug)]
-struct RememberRefused {
+struct Verify {
     inner: Arc<dyn ClientCertVerifier>,
+    ignore_expiry: bool,
 }
 
-impl ClientCertVerifier for RememberRefused {
+impl ClientCertVerifier for Verify {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         self.inner.root_hint_subjects()
     }
@@ -209,76 +210,33 @@ impl ClientCertVerifier for RememberRefused {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        let verdict = self
+        let mut verdict = self
             .inner
             .verify_client_cert(end_entity, intermediates, now);
+        let out_of_period = matches!(
+            verdict,
+            Err(Error::InvalidCertificate(
+                CertificateError::Expired
+                    | CertificateError::ExpiredContext { .. }
+                    | CertificateError::NotValidYet
+                    | CertificateError::NotValidYetContext { .. },
+            ))
+        );
+        if self.ignore_expiry && out_of_period {
+            verdict = match validity_secs(end_entity) {
+                Some((not_before, not_after)) => {
+                    let inside = not_before + not_after.saturating_sub(not_before) / 2;
+                    let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(inside));
+                    self.inner.verify_client_cert(end_entity, intermediates, at)
+                }
+                None => Err(Error::InvalidCertificate(CertificateError::BadEncoding)),
+            };
+        }
         if verdict.is_err() {
             let leaf = end_entity.clone().into_owned();
             REFUSED_LEAF.with(|l| *l.borrow_mut() = Some(leaf));
         }
         verdict
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// `verify` with `ignore_client_certificate_expiry`: a chain refused only for the
-/// leaf's validity period is checked again as of a moment inside that period.
-#[derive(Debug)]
-struct IgnoreExpiry {
-    inner: Arc<dyn ClientCertVerifier>,
-}
-
-impl ClientCertVerifier for IgnoreExpiry {
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, Error> {
-        match self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)
-        {
-            Err(Error::InvalidCertificate(
-                CertificateError::Expired
-                | CertificateError::ExpiredContext { .. }
-                | CertificateError::NotValidYet
-                | CertificateError::NotValidYetContext { .. },
-            )) => {
-                let Some((not_before, not_after)) = validity_secs(end_entity) else {
-                    return Err(Error::InvalidCertificate(CertificateError::BadEncoding));
-                };
-                let inside = not_before + (not_after.saturating_sub(not_before)) / 2;
-                let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(inside));
-                self.inner.verify_client_cert(end_entity, intermediates, at)
-            }
-            other => other,
-        }
     }
 
     fn verify_tls12_signature(
