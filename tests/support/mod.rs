@@ -59,15 +59,34 @@ impl Pki {
         }
     }
 
-    /// Write a leaf for `names` as `<stem>.pem` / `<stem>-key.pem`; returns both paths
-    /// and the leaf's DER.
+    /// Write a leaf for `names` (ECDSA P-256) as `<stem>.pem` / `<stem>-key.pem`; returns
+    /// both paths and the leaf's DER.
     pub fn leaf(&self, stem: &str, names: &[&str]) -> (PathBuf, PathBuf, Vec<u8>) {
+        self.leaf_with_key(stem, names, KeyPair::generate().unwrap())
+    }
+
+    /// Like [`Pki::leaf`], with an RSA 2048 key (for the `ECDHE-RSA-*` suites).
+    pub fn rsa_leaf(&self, stem: &str, names: &[&str]) -> (PathBuf, PathBuf, Vec<u8>) {
+        use aws_lc_rs::encoding::AsDer;
+        // rcgen's ring backend cannot generate RSA keys; aws-lc-rs can, and rcgen signs with it.
+        let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let pkcs8 =
+            rustls::pki_types::PrivatePkcs8KeyDer::from(rsa.as_der().unwrap().as_ref().to_vec());
+        let key = KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_RSA_SHA256).unwrap();
+        self.leaf_with_key(stem, names, key)
+    }
+
+    fn leaf_with_key(
+        &self,
+        stem: &str,
+        names: &[&str],
+        key: KeyPair,
+    ) -> (PathBuf, PathBuf, Vec<u8>) {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let mut params = CertificateParams::new(names.clone()).unwrap();
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, names[0].clone());
-        let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let cert_path = self.dir.path().join(format!("{stem}.pem"));
         let key_path = self.dir.path().join(format!("{stem}-key.pem"));
