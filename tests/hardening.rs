@@ -2,7 +2,6 @@
 //! timeout of its first byte, and the connection limit refuses what is past it while
 //! everything open keeps working.
 
-#[allow(dead_code)]
 mod support;
 
 use std::net::SocketAddr;
@@ -56,8 +55,7 @@ async fn counter(proxy: &ProxyHandle, name: &str) -> f64 {
 
 /// A served request on `s` (kept alive); false when the connection was closed or reset.
 async fn served(s: &mut TcpStream) -> bool {
-    if s
-        .write_all(b"GET /ok HTTP/1.1\r\nHost: a\r\n\r\n")
+    if s.write_all(b"GET /ok HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
         .is_err()
     {
@@ -81,8 +79,8 @@ async fn served(s: &mut TcpStream) -> bool {
 enum Trickled {
     /// The load balancer answered (its status line) and closed.
     Answered(String, Duration),
-    /// Closed with nothing said.
-    Closed(Duration),
+    /// Closed with nothing said (the time is read only in failure messages).
+    Closed(#[allow(dead_code)] Duration),
     /// Still open when the client gave up.
     Open,
 }
@@ -131,10 +129,7 @@ async fn a_trickled_head_is_answered_within_the_header_timeout() {
     let target = echo_head_target().await;
     let proxy = start_proxy(
         &pki,
-        &config(
-            "idle_timeout = 10\nheader_read_timeout = \"1s\"",
-            &[target],
-        ),
+        &config("idle_timeout = 10\nheader_read_timeout = \"1s\"", &[target]),
     )
     .await;
     let addr = proxy.listener_addr(0);
@@ -180,13 +175,14 @@ async fn a_trickled_head_is_answered_within_the_header_timeout() {
 async fn a_head_in_pieces_within_the_deadline_is_served() {
     let pki = Pki::new();
     let target = echo_head_target().await;
-    let proxy = start_proxy(
-        &pki,
-        &config("header_read_timeout = \"1s\"", &[target]),
-    )
-    .await;
+    let proxy = start_proxy(&pki, &config("header_read_timeout = \"1s\"", &[target])).await;
     let mut s = TcpStream::connect(proxy.listener_addr(0)).await.unwrap();
-    for piece in [&b"GET /p HTTP/1.1\r\n"[..], b"Host: a\r\n", b"X-A: b\r\n", b"\r\n"] {
+    for piece in [
+        &b"GET /p HTTP/1.1\r\n"[..],
+        b"Host: a\r\n",
+        b"X-A: b\r\n",
+        b"\r\n",
+    ] {
         s.write_all(piece).await.unwrap();
         tokio::time::sleep(Duration::from_millis(150)).await;
     }

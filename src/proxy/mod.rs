@@ -100,9 +100,7 @@ impl Runtime {
             upstream,
             tunnels,
             metrics: Arc::default(),
-            connections: Arc::new(limit::ConnectionLimit::new(
-                limit::default_max_connections(),
-            )),
+            connections: Arc::new(limit::ConnectionLimit::new(limit::default_max_connections())),
             logs: std::sync::Mutex::default(),
             shutdown,
         }
