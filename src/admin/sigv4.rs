@@ -174,6 +174,15 @@ fn signature(
     credentials: &Credentials,
     time: SystemTime,
 ) -> Option<String> {
+    // AWS requires `host` among the signed headers. Without it the signer would take the
+    // host from the URI, which an origin-form request line does not carry (it panics).
+    if !auth
+        .signed_headers
+        .iter()
+        .any(|name| name.eq_ignore_ascii_case("host"))
+    {
+        return None;
+    }
     let mut values: Vec<(&str, String)> = Vec::with_capacity(auth.signed_headers.len());
     for name in &auth.signed_headers {
         let joined: Vec<&str> = parts

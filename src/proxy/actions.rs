@@ -22,14 +22,40 @@ pub struct RedirectInput<'a> {
     pub query: &'a str,
 }
 
+/// `template` with each placeholder replaced by its input, in one pass: text that came
+/// with the request (a `Host` of `#{query}`, say) is copied, never expanded in turn.
 fn expand(template: &str, input: &RedirectInput<'_>) -> String {
     let path = input.path.strip_prefix('/').unwrap_or(input.path);
-    template
-        .replace("#{protocol}", input.protocol)
-        .replace("#{host}", input.host)
-        .replace("#{port}", &input.port.to_string())
-        .replace("#{path}", path)
-        .replace("#{query}", input.query)
+    let port = input.port.to_string();
+    let placeholders = [
+        ("#{protocol}", input.protocol),
+        ("#{host}", input.host),
+        ("#{port}", port.as_str()),
+        ("#{path}", path),
+        ("#{query}", input.query),
+    ];
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(at) = rest.find("#{") {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        match placeholders
+            .iter()
+            .find_map(|(name, value)| Some((rest.strip_prefix(name)?, *value)))
+        {
+            Some((after, value)) => {
+                out.push_str(value);
+                rest = after;
+            }
+            // Not a placeholder: the `#{` is text.
+            None => {
+                out.push_str("#{");
+                rest = &rest[2..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The Location of a redirect: `protocol://host:port/path?query` (ALB always writes

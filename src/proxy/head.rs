@@ -88,12 +88,20 @@ impl HeadScan {
                 continue;
             }
             let line = &buf[self.line_start..i];
+            // A line over its limit is refused as soon as it ends, not only while it is
+            // the last line received: otherwise the answer would depend on how the
+            // bytes were split into reads.
             if !self.request_line_seen {
                 self.request_line_seen = true;
                 self.request_line_len = i;
+                if i > MAX_REQUEST_LINE {
+                    return Err(RequestError::UriTooLong);
+                }
             } else if line.is_empty() || line == b"\r" {
                 *self = HeadScan::default();
                 return Ok(Some(i + 1));
+            } else if line.len() > MAX_HEADER_LINE {
+                return Err(RequestError::BadRequest);
             }
             self.line_start = i + 1;
         }
