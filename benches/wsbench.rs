@@ -5,10 +5,19 @@
 //!
 //! ```text
 //! wsbench echo --listen 127.0.0.1:19000 --tls-listen 127.0.0.1:19001 --cert C --key K
-//! wsbench run --scenario handshake|rtt|throughput|idle|http|probe --target HOST:PORT [--tls]
-//!             [--conns N] [--duration S] [--warmup S] [--hold S]
+//! wsbench run --scenario handshake|rtt|throughput|idle|http|probe|mixed|drain
+//!             --target HOST:PORT [--tls]
+//!             [--conns N] [--duration S] [--warmup S] [--hold S] [--rate R]
 //!             [--proxy-pids P1,P2] [--echo-pid P] [--label TEXT]
 //! ```
+//!
+//! `echo --id NAME` adds `x-echo-id: NAME` to every answer (the 101 included), so a
+//! client knows which target it reached; `echo --delay-ms N` makes every plain HTTP
+//! answer but `/health` slow (head after N/2 ms, a 64 KiB body over the other half).
+//! `--rate` paces `handshake` and `mixed` (operations per second over all
+//! connections). `mixed` (HTTP load beside WebSocket tunnels that echo now and then,
+//! counting every status and every failure by kind and target) and `drain` (SIGTERM to
+//! the proxy with requests in flight) are the soak suite's (`benches/soak.sh`).
 //!
 //! `run` prints one JSON object on stdout with the scenario's figures and, when
 //! `--proxy-pids` is given, the proxy's CPU time (utime + stime from
@@ -30,8 +39,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocket};
 use hdrhistogram::Histogram;
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
@@ -46,7 +57,7 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 type Conn = Pin<Box<dyn Io>>;
 
-const USAGE: &str = "usage: wsbench echo --listen ADDR [--tls-listen ADDR --cert PEM --key PEM]\n       wsbench run --scenario handshake|rtt|throughput|idle|http|probe --target HOST:PORT [--tls] [--conns N] [--duration S] [--warmup S] [--hold S] [--proxy-pids P,..] [--echo-pid P] [--label TEXT]";
+const USAGE: &str = "usage: wsbench echo --listen ADDR [--tls-listen ADDR --cert PEM --key PEM] [--id NAME] [--delay-ms N]\n       wsbench run --scenario handshake|rtt|throughput|idle|http|probe|mixed|drain --target HOST:PORT [--tls] [--conns N] [--duration S] [--warmup S] [--hold S] [--rate R] [--proxy-pids P,..] [--echo-pid P] [--label TEXT]\n           mixed: [--paths /a,/b] [--tunnels T] [--tunnel-interval S]\n           drain: [--path /slow] [--tunnels T] [--signal-after S] [--probe ADDR,..] [--expect-bytes N]";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -118,8 +129,29 @@ impl Opts {
 
 // ---------------------------------------------------------------- echo target
 
+/// What the echo target adds to its answers (`--id`, `--delay-ms`).
+struct EchoCfg {
+    /// Sent as `x-echo-id` on every response, the 101 included.
+    id: Option<HeaderValue>,
+    /// Plain HTTP responses other than `/health` take this long: the head after half of
+    /// it, then a body of [`SLOW_CHUNKS`] × [`SLOW_CHUNK`] bytes of `z` spread over the
+    /// other half.
+    delay: Duration,
+}
+
+static ECHO: std::sync::OnceLock<EchoCfg> = std::sync::OnceLock::new();
+
+const SLOW_CHUNKS: u32 = 4;
+const SLOW_CHUNK: usize = 16 * 1024;
+
 async fn echo_main(opts: Opts) -> Res<()> {
     let listen: SocketAddr = opts.get("listen").ok_or("--listen")?.parse()?;
+    let id = match opts.get("id") {
+        Some(id) => Some(HeaderValue::from_str(id)?),
+        None => None,
+    };
+    let delay = Duration::from_millis(opts.num("delay-ms", 0u64));
+    let _ = ECHO.set(EchoCfg { id, delay });
     let plain = listener(listen)?;
     let tls = match opts.get("tls-listen") {
         Some(addr) => {
@@ -170,8 +202,11 @@ async fn serve_http<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(s: S) {
         .await;
 }
 
-async fn handle(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    if fastwebsockets::upgrade::is_upgrade_request(&req) {
+type EchoBody = BoxBody<Bytes, Infallible>;
+
+async fn handle(mut req: Request<Incoming>) -> Result<Response<EchoBody>, Infallible> {
+    let cfg = ECHO.get();
+    let mut resp = if fastwebsockets::upgrade::is_upgrade_request(&req) {
         match fastwebsockets::upgrade::upgrade(&mut req) {
             Ok((resp, fut)) => {
                 tokio::spawn(async move {
@@ -179,18 +214,80 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
                         let _ = echo_ws(ws).await;
                     }
                 });
-                Ok(resp.map(|_| Full::new(Bytes::new())))
+                resp.map(|_| Full::new(Bytes::new()).boxed())
             }
-            Err(_) => Ok(Response::builder()
+            Err(_) => Response::builder()
                 .status(400)
-                .body(Full::new(Bytes::new()))
-                .expect("response")),
+                .body(Full::new(Bytes::new()).boxed())
+                .expect("response"),
         }
+    } else if let Some(delay) = cfg
+        .map(|c| c.delay)
+        .filter(|d| !d.is_zero() && req.uri().path() != "/health")
+    {
+        tokio::time::sleep(delay / 2).await;
+        Response::builder()
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, SLOW_CHUNKS as usize * SLOW_CHUNK)
+            .body(SlowBody::new(delay / 2 / SLOW_CHUNKS).boxed())
+            .expect("response")
     } else {
-        Ok(Response::builder()
-            .header("content-type", "text/plain")
-            .body(Full::new(Bytes::from_static(b"ok\n")))
-            .expect("response"))
+        Response::builder()
+            .header(CONTENT_TYPE, "text/plain")
+            .body(Full::new(Bytes::from_static(b"ok\n")).boxed())
+            .expect("response")
+    };
+    if let Some(id) = cfg.and_then(|c| c.id.clone()) {
+        resp.headers_mut().insert("x-echo-id", id);
+    }
+    Ok(resp)
+}
+
+/// The slow answer's body: [`SLOW_CHUNKS`] chunks of `z`, one every `every`.
+struct SlowBody {
+    left: u32,
+    every: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl SlowBody {
+    fn new(every: Duration) -> SlowBody {
+        SlowBody {
+            left: SLOW_CHUNKS,
+            every,
+            sleep: Box::pin(tokio::time::sleep(every)),
+        }
+    }
+}
+
+impl hyper::body::Body for SlowBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        use std::future::Future as _;
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        std::task::ready!(self.sleep.as_mut().poll(cx));
+        self.left -= 1;
+        let next = tokio::time::Instant::now() + self.every;
+        self.sleep.as_mut().reset(next);
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from(vec![
+            b'z';
+            SLOW_CHUNK
+        ])))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.left as u64 * SLOW_CHUNK as u64)
     }
 }
 
@@ -273,6 +370,11 @@ impl Client {
 
     /// Connect, upgrade, and hand back the WebSocket.
     async fn ws(&self) -> Res<WebSocket<Conn>> {
+        Ok(self.ws_id().await?.0)
+    }
+
+    /// [`Client::ws`], with the `x-echo-id` of the target that answered (if it sent one).
+    async fn ws_id(&self) -> Res<(WebSocket<Conn>, Option<String>)> {
         let mut s = self.stream().await?;
         let req = format!(
             "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -302,10 +404,11 @@ impl Client {
                 return Err("response head too long".into());
             }
         }
+        let id = header_value(&buf, "x-echo-id");
         let mut ws = WebSocket::after_handshake(s, Role::Client);
         ws.set_auto_close(true);
         ws.set_auto_pong(true);
-        Ok(ws)
+        Ok((ws, id))
     }
 }
 
@@ -520,7 +623,10 @@ async fn run_main(opts: Opts) -> Res<()> {
         echo,
     };
     match scenario.as_str() {
-        "handshake" => handshake(&client, opts.num("conns", 32), &w, &mut out).await?,
+        "handshake" => {
+            let pacer = Arc::new(Pacer::new(opts.num("rate", 0.0)));
+            handshake(&client, opts.num("conns", 32), &pacer, &w, &mut out).await?
+        }
         "rtt" => rtt(&client, opts.num("conns", 100), &w, &mut out).await?,
         "throughput" => throughput(&client, opts.num("frame", 65536), &w, &mut out).await?,
         "idle" => {
@@ -529,6 +635,8 @@ async fn run_main(opts: Opts) -> Res<()> {
         }
         "http" => http(&target, opts.num("conns", 64), &w, &mut out).await?,
         "probe" => probe(&client, opts.num("duration", 15.0), &mut out).await?,
+        "mixed" => mixed(&client, &opts, &w, &mut out).await?,
+        "drain" => drain(&client, &opts, &w, &mut out).await?,
         other => return Err(format!("unknown scenario {other}").into()),
     }
     let mut stdout = std::io::stdout().lock();
@@ -555,6 +663,7 @@ fn q(h: &Histogram<u64>, p: f64) -> u64 {
 async fn handshake(
     client: &Arc<Client>,
     conns: usize,
+    pacer: &Arc<Pacer>,
     w: &Window,
     out: &mut serde_json::Map<String, Value>,
 ) -> Res<()> {
@@ -566,10 +675,14 @@ async fn handshake(
     for _ in 0..conns {
         let client = client.clone();
         let errors = errors.clone();
+        let pacer = pacer.clone();
         tasks.push(tokio::spawn(async move {
             let mut h = hist();
             let mut done = 0u64;
             loop {
+                if !pacer.wait(end).await {
+                    break;
+                }
                 let t = Instant::now();
                 if t >= end {
                     break;
@@ -587,8 +700,13 @@ async fn handshake(
                             let _ = h.record((e - t).as_micros() as u64);
                         }
                     }
-                    _ => {
+                    r => {
                         errors.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(Err(e)) = r {
+                            eprintln!("wsbench handshake: {e}");
+                        } else {
+                            eprintln!("wsbench handshake: timeout");
+                        }
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 }
@@ -990,4 +1108,683 @@ fn parse_wrk_time(s: &str) -> Option<f64> {
         "m" => v * 60_000.0,
         _ => return None,
     })
+}
+
+// ---------------------------------------------------------------- soak (benches/soak.sh)
+
+/// The value of header `name` (lower case) in a response head, if present.
+fn header_value(head: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(head);
+    text.split("\r\n").skip(1).find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
+/// An error's kind as a short word for the tallies: the I/O error kind when there is
+/// one, else the message.
+fn error_kind(e: &BoxError) -> String {
+    match e.downcast_ref::<std::io::Error>() {
+        Some(io) => format!("{:?}", io.kind()),
+        None => e.to_string(),
+    }
+}
+
+/// One response read by [`HttpConn::get`].
+struct HttpResp {
+    status: u16,
+    body_len: usize,
+    /// Every body byte is `z` (the echo target's slow answer).
+    body_z: bool,
+    echo_id: Option<String>,
+    /// The server closes the connection after this response.
+    close: bool,
+}
+
+/// A keep-alive HTTP/1.1 client connection: requests written by hand, responses read
+/// with Content-Length, chunked or read-to-close framing.
+struct HttpConn {
+    s: Conn,
+    buf: Vec<u8>,
+}
+
+impl HttpConn {
+    fn new(s: Conn) -> HttpConn {
+        HttpConn {
+            s,
+            buf: Vec::with_capacity(8192),
+        }
+    }
+
+    /// Read more into the buffer; `Ok(0)` at EOF. Errors are tally words.
+    async fn fill(&mut self) -> Result<usize, String> {
+        let mut chunk = [0u8; 16384];
+        match self.s.read(&mut chunk).await {
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(n)
+            }
+            Err(e) => Err(format!("{:?}", e.kind())),
+        }
+    }
+
+    /// Make sure `n` bytes are buffered; `what` names the place for an early EOF.
+    async fn need(&mut self, n: usize, what: &str) -> Result<(), String> {
+        while self.buf.len() < n {
+            if self.fill().await? == 0 {
+                return Err(format!("eof_in_{what}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// GET `path`; the error is a tally word (`eof_before_response`, `ConnectionReset`, …).
+    async fn get(&mut self, host: &str, path: &str) -> Result<HttpResp, String> {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: wsbench\r\n\r\n");
+        if let Err(e) = self.s.write_all(req.as_bytes()).await {
+            return Err(format!("write_{:?}", e.kind()));
+        }
+        if let Err(e) = self.s.flush().await {
+            return Err(format!("write_{:?}", e.kind()));
+        }
+        let head_end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            if self.buf.len() > 64 * 1024 {
+                return Err("head_too_long".into());
+            }
+            let empty = self.buf.is_empty();
+            if self.fill().await? == 0 {
+                return Err(if empty {
+                    "eof_before_response".into()
+                } else {
+                    "eof_in_head".into()
+                });
+            }
+        };
+        let head = self.buf[..head_end].to_vec();
+        let text = String::from_utf8_lossy(&head);
+        let status: u16 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or("malformed_status_line")?;
+        let len = header_value(&head, "content-length");
+        let chunked = header_value(&head, "transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+        let mut close =
+            header_value(&head, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let echo_id = header_value(&head, "x-echo-id");
+        self.buf.drain(..head_end);
+        let mut body = Vec::new();
+        if let Some(len) = len {
+            let n: usize = len.parse().map_err(|_| "bad_content_length")?;
+            self.need(n, "body").await?;
+            body.extend(self.buf.drain(..n));
+        } else if chunked {
+            loop {
+                let line_end = loop {
+                    if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                        break i;
+                    }
+                    if self.fill().await? == 0 {
+                        return Err("eof_in_body".into());
+                    }
+                };
+                let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+                let size =
+                    usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                        .map_err(|_| "bad_chunk_size")?;
+                self.buf.drain(..line_end + 2);
+                self.need(size + 2, "body").await?;
+                body.extend(self.buf.drain(..size));
+                self.buf.drain(..2);
+                if size == 0 {
+                    break;
+                }
+            }
+        } else if !(status < 200 || status == 204 || status == 304) {
+            while self.fill().await? > 0 {}
+            body.append(&mut self.buf);
+            close = true;
+        }
+        Ok(HttpResp {
+            status,
+            body_z: body.iter().all(|b| *b == b'z'),
+            body_len: body.len(),
+            echo_id,
+            close,
+        })
+    }
+}
+
+/// Spreads operations evenly at `rate` per second over all the tasks that share it
+/// (rate 0: no pacing).
+struct Pacer {
+    start: Instant,
+    every: Option<Duration>,
+    n: AtomicU64,
+}
+
+impl Pacer {
+    fn new(rate: f64) -> Pacer {
+        Pacer {
+            start: Instant::now(),
+            every: (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate)),
+            n: AtomicU64::new(0),
+        }
+    }
+
+    /// Wait for the next slot; false when it falls at or after `end`.
+    async fn wait(&self, end: Instant) -> bool {
+        let Some(every) = self.every else {
+            return Instant::now() < end;
+        };
+        let at = self.start + every * self.n.fetch_add(1, Ordering::Relaxed) as u32;
+        if at >= end {
+            return false;
+        }
+        tokio::time::sleep_until(at.into()).await;
+        true
+    }
+}
+
+/// Counts by key, shared by the tasks.
+#[derive(Default)]
+struct Tally(std::sync::Mutex<std::collections::BTreeMap<String, u64>>);
+
+impl Tally {
+    fn add(&self, key: impl Into<String>) {
+        *self.0.lock().expect("tally").entry(key.into()).or_default() += 1;
+    }
+    fn total(&self) -> u64 {
+        self.0.lock().expect("tally").values().sum()
+    }
+    fn json(&self) -> Value {
+        json!(*self.0.lock().expect("tally"))
+    }
+}
+
+/// The first events worth reading afterwards (errors, failures), with their time.
+struct Events {
+    t0: Instant,
+    list: std::sync::Mutex<Vec<Value>>,
+}
+
+impl Events {
+    fn new() -> Events {
+        Events {
+            t0: Instant::now(),
+            list: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+    fn add(&self, what: String) {
+        let mut l = self.list.lock().expect("events");
+        if l.len() < 40 {
+            l.push(json!([
+                (self.t0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+                what
+            ]));
+        }
+    }
+    fn json(&self) -> Value {
+        json!(*self.list.lock().expect("events"))
+    }
+}
+
+#[derive(Default)]
+struct MixedStats {
+    statuses: Tally,
+    http_errors: Tally,
+    by_target: Tally,
+    server_closes: AtomicU64,
+    tunnel_failures_by_target: Tally,
+    tunnel_failure_kinds: Tally,
+    tunnel_open_errors: Tally,
+    reopen_errors: Tally,
+    echoes_ok: AtomicU64,
+    reopened: AtomicU64,
+    final_ok: AtomicU64,
+    final_failed: Tally,
+}
+
+/// HTTP GETs over keep-alive connections (paced, paths in rotation) beside T WebSocket
+/// tunnels that each echo every interval; a tunnel that fails is counted by its target
+/// and the kind of failure, and opened again. At the end every tunnel echoes once more.
+async fn mixed(
+    client: &Arc<Client>,
+    opts: &Opts,
+    w: &Window,
+    out: &mut serde_json::Map<String, Value>,
+) -> Res<()> {
+    let conns: usize = opts.num("conns", 8);
+    let rate: f64 = opts.num("rate", 0.0);
+    let tunnels: usize = opts.num("tunnels", 0);
+    let interval = Duration::from_secs_f64(opts.num("tunnel-interval", 2.0));
+    let paths: Arc<Vec<String>> = Arc::new(
+        opts.get("paths")
+            .unwrap_or("/")
+            .split(',')
+            .map(str::to_string)
+            .collect(),
+    );
+    let stats = Arc::new(MixedStats::default());
+    let events = Arc::new(Events::new());
+    // Tunnels first, so that the HTTP load runs beside all of them.
+    let sem = Arc::new(tokio::sync::Semaphore::new(32));
+    let mut opening = Vec::with_capacity(tunnels);
+    for _ in 0..tunnels {
+        let permit = sem.clone().acquire_owned().await?;
+        let client = client.clone();
+        opening.push(tokio::spawn(async move {
+            let r = tokio::time::timeout(Duration::from_secs(20), async {
+                let (mut ws, id) = client.ws_id().await?;
+                echo_once(&mut ws).await?;
+                Ok::<_, BoxError>((ws, id))
+            })
+            .await;
+            drop(permit);
+            match r {
+                Ok(Ok(t)) => Ok(t),
+                Ok(Err(e)) => Err(error_kind(&e)),
+                Err(_) => Err("timeout".to_string()),
+            }
+        }));
+    }
+    let mut open = Vec::with_capacity(tunnels);
+    for o in opening {
+        match o.await? {
+            Ok(t) => open.push(Some(t)),
+            Err(e) => {
+                stats.tunnel_open_errors.add(e);
+                open.push(None);
+            }
+        }
+    }
+    let opened = open.iter().filter(|t| t.is_some()).count();
+    let t0 = Instant::now();
+    let end = t0 + w.duration;
+    let pacer = Arc::new(Pacer::new(rate));
+    let host = client.host.clone();
+    let mut tasks = Vec::new();
+    for i in 0..conns {
+        let (client, stats, events, pacer, paths, host) = (
+            client.clone(),
+            stats.clone(),
+            events.clone(),
+            pacer.clone(),
+            paths.clone(),
+            host.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut conn: Option<HttpConn> = None;
+            let mut k = i;
+            while pacer.wait(end).await {
+                if conn.is_none() {
+                    match tokio::time::timeout(Duration::from_secs(10), client.stream()).await {
+                        Ok(Ok(s)) => conn = Some(HttpConn::new(s)),
+                        r => {
+                            let kind = match r {
+                                Ok(Err(e)) => format!("connect_{}", error_kind(&e)),
+                                _ => "connect_timeout".to_string(),
+                            };
+                            events.add(format!("http {kind}"));
+                            stats.http_errors.add(kind);
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    }
+                }
+                let Some(c) = conn.as_mut() else {
+                    continue;
+                };
+                let path = &paths[k % paths.len()];
+                k += 1;
+                match tokio::time::timeout(Duration::from_secs(15), c.get(&host, path)).await {
+                    Ok(Ok(r)) => {
+                        stats.statuses.add(r.status.to_string());
+                        stats
+                            .by_target
+                            .add(r.echo_id.unwrap_or_else(|| "-".to_string()));
+                        if r.status >= 400 {
+                            events.add(format!("http {} {path}", r.status));
+                        }
+                        if r.close {
+                            stats.server_closes.fetch_add(1, Ordering::Relaxed);
+                            conn = None;
+                        }
+                    }
+                    r => {
+                        let kind = match r {
+                            Ok(Err(e)) => e,
+                            _ => "timeout".to_string(),
+                        };
+                        events.add(format!("http {kind} {path}"));
+                        stats.http_errors.add(kind);
+                        conn = None;
+                    }
+                }
+            }
+        }));
+    }
+    for (n, slot) in open.into_iter().enumerate() {
+        let (client, stats, events) = (client.clone(), stats.clone(), events.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tunnel = slot;
+            // Spread the echoes over the interval.
+            let phase = interval.mul_f64((n % 100) as f64 / 100.0);
+            let mut next = Instant::now() + phase;
+            loop {
+                if tunnel.is_none() {
+                    // (Re)open until it works or the run ends.
+                    while Instant::now() < end {
+                        let r = tokio::time::timeout(Duration::from_secs(10), async {
+                            let (mut ws, id) = client.ws_id().await?;
+                            echo_once(&mut ws).await?;
+                            Ok::<_, BoxError>((ws, id))
+                        })
+                        .await;
+                        match r {
+                            Ok(Ok(t)) => {
+                                stats.reopened.fetch_add(1, Ordering::Relaxed);
+                                tunnel = Some(t);
+                                break;
+                            }
+                            r => {
+                                let kind = match r {
+                                    Ok(Err(e)) => error_kind(&e),
+                                    _ => "timeout".to_string(),
+                                };
+                                stats.reopen_errors.add(kind);
+                                tokio::time::sleep(Duration::from_millis(250)).await;
+                            }
+                        }
+                    }
+                }
+                next = (next + interval).max(Instant::now());
+                if next >= end {
+                    break;
+                }
+                tokio::time::sleep_until(next.into()).await;
+                let Some((ws, id)) = tunnel.as_mut() else {
+                    continue;
+                };
+                match tokio::time::timeout(Duration::from_secs(5), echo_once(ws)).await {
+                    Ok(Ok(())) => {
+                        stats.echoes_ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    r => {
+                        let kind = match r {
+                            Ok(Err(e)) => error_kind(&e),
+                            _ => "echo_timeout".to_string(),
+                        };
+                        let id = id.clone().unwrap_or_else(|| "-".to_string());
+                        events.add(format!("tunnel to {id}: {kind}"));
+                        stats.tunnel_failures_by_target.add(id);
+                        stats.tunnel_failure_kinds.add(kind);
+                        tunnel = None;
+                    }
+                }
+            }
+            tokio::time::sleep_until(end.into()).await;
+            // The final check: every tunnel held at the end still echoes.
+            match tunnel {
+                Some((mut ws, id)) => {
+                    match tokio::time::timeout(Duration::from_secs(10), echo_once(&mut ws)).await {
+                        Ok(Ok(())) => {
+                            stats.final_ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        r => {
+                            let kind = match r {
+                                Ok(Err(e)) => error_kind(&e),
+                                _ => "echo_timeout".to_string(),
+                            };
+                            let id = id.unwrap_or_else(|| "-".to_string());
+                            events.add(format!("final echo to {id}: {kind}"));
+                            stats.final_failed.add(kind);
+                        }
+                    }
+                    let _ = tokio::time::timeout(Duration::from_secs(2), close(ws)).await;
+                }
+                None => stats.final_failed.add("not_open"),
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let s = &stats;
+    out.insert("duration_secs".into(), json!(w.duration.as_secs_f64()));
+    out.insert(
+        "http".into(),
+        json!({
+            "conns": conns,
+            "rate": rate,
+            "paths": *paths,
+            "requests": s.statuses.total(),
+            "statuses": s.statuses.json(),
+            "errors": s.http_errors.json(),
+            "by_target": s.by_target.json(),
+            "server_closes": s.server_closes.load(Ordering::Relaxed),
+        }),
+    );
+    out.insert(
+        "tunnels".into(),
+        json!({
+            "requested": tunnels,
+            "opened": opened,
+            "open_errors": s.tunnel_open_errors.json(),
+            "echoes_ok": s.echoes_ok.load(Ordering::Relaxed),
+            "failures_by_target": s.tunnel_failures_by_target.json(),
+            "failure_kinds": s.tunnel_failure_kinds.json(),
+            "reopened": s.reopened.load(Ordering::Relaxed),
+            "reopen_errors": s.reopen_errors.json(),
+            "final_ok": s.final_ok.load(Ordering::Relaxed),
+            "final_failed": s.final_failed.json(),
+        }),
+    );
+    out.insert("events".into(), events.json());
+    Ok(())
+}
+
+/// Whether process `pid` has ended (gone, or a zombie its parent has not reaped yet).
+fn proc_exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_none_or(|state| state == "Z" || state == "X"),
+    }
+}
+
+/// A new connection to `addr` during a drain: refused, or accepted and then what.
+async fn drain_probe(addr: SocketAddr) -> &'static str {
+    let s = match tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await {
+        Err(_) => return "connect_timeout",
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => return "refused",
+        Ok(Err(_)) => return "connect_error",
+        Ok(Ok(s)) => s,
+    };
+    let mut s = s;
+    if s.write_all(b"GET /health HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return "accepted_then_write_failed";
+    }
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await {
+        Err(_) => "accepted_no_answer",
+        Ok(Ok(0)) => "accepted_then_closed",
+        Ok(Ok(_)) => "accepted_and_answered",
+        Ok(Err(_)) => "accepted_then_reset",
+    }
+}
+
+/// SIGTERM while requests are in flight: C connections each send one request for a
+/// slow answer (the echo target's `--delay-ms`), T WebSocket tunnels are open; after
+/// `--signal-after` seconds the proxy (the first of `--proxy-pids`) gets SIGTERM. Then:
+/// does every in-flight request get its whole answer, do the tunnels still echo two
+/// seconds into the drain and when do they end, are new connections to `--probe`
+/// (addresses, comma-separated) refused, and when has the process exited.
+async fn drain(
+    client: &Arc<Client>,
+    opts: &Opts,
+    w: &Window,
+    out: &mut serde_json::Map<String, Value>,
+) -> Res<()> {
+    let conns: usize = opts.num("conns", 50);
+    let tunnels: usize = opts.num("tunnels", 0);
+    let path = opts.get("path").unwrap_or("/slow").to_string();
+    let expect: usize = opts.num("expect-bytes", SLOW_CHUNKS as usize * SLOW_CHUNK);
+    let signal_after = Duration::from_secs_f64(opts.num("signal-after", 1.5));
+    let pid = *w
+        .proxy
+        .first()
+        .ok_or("--proxy-pids: the process to signal")?;
+    let probes: Vec<SocketAddr> = opts
+        .get("probe")
+        .unwrap_or("")
+        .split(',')
+        .filter(|a| !a.is_empty())
+        .map(|a| a.parse())
+        .collect::<Result<_, _>>()?;
+    let mut tws = Vec::with_capacity(tunnels);
+    for _ in 0..tunnels {
+        let mut ws = client.ws().await?;
+        echo_once(&mut ws).await?;
+        tws.push(ws);
+    }
+    let host = client.host.clone();
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut reqs = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        let (client, host, path, done) = (client.clone(), host.clone(), path.clone(), done.clone());
+        reqs.push(tokio::spawn(async move {
+            let r = tokio::time::timeout(Duration::from_secs(90), async {
+                let s = client
+                    .stream()
+                    .await
+                    .map_err(|e| format!("connect_{}", error_kind(&e)))?;
+                let mut c = HttpConn::new(s);
+                c.get(&host, &path).await
+            })
+            .await;
+            done.fetch_add(1, Ordering::Relaxed);
+            (
+                Instant::now(),
+                r.unwrap_or_else(|_| Err("timeout".to_string())),
+            )
+        }));
+    }
+    tokio::time::sleep(signal_after).await;
+    let in_flight = conns - done.load(Ordering::Relaxed);
+    let t_sig = Instant::now();
+    // SAFETY: kill(2) with a pid and a signal number.
+    if unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) } != 0 {
+        return Err(format!("kill {pid}: {}", std::io::Error::last_os_error()).into());
+    }
+    // The tunnels: one echo 2 s into the drain, then wait for their end.
+    let mut ends = Vec::with_capacity(tunnels);
+    for mut ws in tws {
+        ends.push(tokio::spawn(async move {
+            tokio::time::sleep_until((t_sig + Duration::from_secs(2)).into()).await;
+            let echoed = matches!(
+                tokio::time::timeout(Duration::from_secs(3), echo_once(&mut ws)).await,
+                Ok(Ok(()))
+            );
+            let how = match tokio::time::timeout(Duration::from_secs(90), ws.read_frame()).await {
+                Err(_) => "still_open".to_string(),
+                Ok(Ok(f)) if f.opcode == OpCode::Close => "close_frame".to_string(),
+                Ok(Ok(_)) => "unexpected_frame".to_string(),
+                Ok(Err(e)) => {
+                    let t = e.to_string();
+                    if t.to_ascii_lowercase().contains("eof") {
+                        "eof".to_string()
+                    } else {
+                        t
+                    }
+                }
+            };
+            (echoed, how, t_sig.elapsed().as_secs_f64())
+        }));
+    }
+    // New connections while draining, every 100 ms until the process is gone.
+    let probe_task = tokio::spawn(async move {
+        let outcomes = Tally::default();
+        let mut first_answered_after_grace = None;
+        let grace = Duration::from_millis(250);
+        while !proc_exited(pid) && t_sig.elapsed() < Duration::from_secs(120) {
+            for &a in &probes {
+                let at = t_sig.elapsed();
+                let o = drain_probe(a).await;
+                let late = at >= grace;
+                outcomes.add(format!("{}{o}", if late { "" } else { "first_250ms_" }));
+                if late && o != "refused" && first_answered_after_grace.is_none() {
+                    first_answered_after_grace = Some(at.as_secs_f64());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (outcomes.json(), first_answered_after_grace)
+    });
+    // The exit, to 10 ms.
+    let mut exit_secs = None;
+    while t_sig.elapsed() < Duration::from_secs(120) {
+        if proc_exited(pid) {
+            exit_secs = Some(t_sig.elapsed().as_secs_f64());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let results = Tally::default();
+    let mut complete = 0;
+    let mut last_done = 0.0f64;
+    for r in reqs {
+        let (at, r) = r.await?;
+        let after = at.saturating_duration_since(t_sig).as_secs_f64();
+        match r {
+            Ok(r) if r.status == 200 && r.body_len == expect && r.body_z => {
+                complete += 1;
+                last_done = last_done.max(after);
+            }
+            Ok(r) => results.add(format!("status_{}_body_{}", r.status, r.body_len)),
+            Err(e) => results.add(e),
+        }
+    }
+    let mut tunnel_echo_ok = 0;
+    let tunnel_ends = Tally::default();
+    let mut tunnel_end_secs: Option<(f64, f64)> = None;
+    for e in ends {
+        let (echoed, how, at) = e.await?;
+        tunnel_echo_ok += echoed as usize;
+        tunnel_ends.add(how);
+        tunnel_end_secs = Some(match tunnel_end_secs {
+            None => (at, at),
+            Some((a, b)) => (a.min(at), b.max(at)),
+        });
+    }
+    let (probe_outcomes, accepted_after_grace) = probe_task.await?;
+    out.insert("conns".into(), json!(conns));
+    out.insert("in_flight_at_signal".into(), json!(in_flight));
+    out.insert("complete".into(), json!(complete));
+    out.insert("incomplete".into(), results.json());
+    out.insert("last_response_after_signal_secs".into(), json!(last_done));
+    out.insert("exit_secs".into(), json!(exit_secs));
+    out.insert("probes".into(), probe_outcomes);
+    out.insert(
+        "first_accepted_after_250ms_secs".into(),
+        json!(accepted_after_grace),
+    );
+    out.insert("tunnels".into(), json!(tunnels));
+    out.insert("tunnel_echo_during_drain_ok".into(), json!(tunnel_echo_ok));
+    out.insert("tunnel_ends".into(), tunnel_ends.json());
+    if let Some((a, b)) = tunnel_end_secs {
+        out.insert("tunnel_end_secs".into(), json!([a, b]));
+    }
+    Ok(())
 }
