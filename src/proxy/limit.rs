@@ -99,16 +99,19 @@ pub fn default_max_connections() -> usize {
     (descriptors.saturating_sub(RESERVED_DESCRIPTORS) / 2).max(1) as usize
 }
 
-/// The process's soft `RLIMIT_NOFILE`, `None` when it cannot be read or is unlimited.
-pub fn descriptor_limit() -> Option<u64> {
+/// The process's `RLIMIT_NOFILE`, soft and hard.
+fn nofile() -> Option<libc::rlimit> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes one `rlimit` through a valid pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return None;
-    }
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit)
+}
+
+/// The process's soft `RLIMIT_NOFILE`, `None` when it cannot be read or is unlimited.
+pub fn descriptor_limit() -> Option<u64> {
+    let limit = nofile()?;
     (limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
 }
 
@@ -116,14 +119,7 @@ pub fn descriptor_limit() -> Option<u64> {
 /// systemd's soft default of 1024 would hold 448 connections). Returns the new soft
 /// limit. Only the binary does this: an embedding process keeps its own limits.
 pub fn raise_descriptor_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: as in `descriptor_limit`.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return None;
-    }
+    let limit = nofile()?;
     if limit.rlim_cur < limit.rlim_max {
         let raised = libc::rlimit {
             rlim_cur: limit.rlim_max,

@@ -178,15 +178,8 @@ fn line_for(
         .as_mut()
         .map(|r| std::mem::take(&mut r.texts))
         .unwrap_or_default();
-    let host = match req.uri().authority() {
-        Some(a) => a.as_str().as_bytes(),
-        None => req
-            .headers()
-            .get(http::header::HOST)
-            .map_or(&[][..], HeaderValue::as_bytes),
-    };
     texts.set(
-        host,
+        request_host_bytes(req),
         req.uri()
             .path_and_query()
             .map_or(&b"/"[..], |pq| pq.as_str().as_bytes()),
@@ -461,18 +454,22 @@ async fn respond(
     }
 }
 
-/// The host a request addressed: absolute-form authority, else the Host header.
-fn request_host_value<B>(req: &Request<B>) -> Option<HeaderValue> {
+/// The host a request addressed: absolute-form authority, else the Host header (empty
+/// when there is neither).
+fn request_host_bytes<B>(req: &Request<B>) -> &[u8] {
     match req.uri().authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => req.headers().get(http::header::HOST).cloned(),
+        Some(a) => a.as_str().as_bytes(),
+        None => req
+            .headers()
+            .get(http::header::HOST)
+            .map_or(&[][..], HeaderValue::as_bytes),
     }
 }
 
-/// [`request_host_value`] as text (empty when there is none).
+/// [`request_host_bytes`] as text (empty when there is none or it is not UTF-8).
 fn request_host<B>(req: &Request<B>) -> String {
-    request_host_value(req)
-        .and_then(|v| v.to_str().ok().map(str::to_string))
+    std::str::from_utf8(request_host_bytes(req))
+        .map(str::to_string)
         .unwrap_or_default()
 }
 
