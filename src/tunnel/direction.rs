@@ -301,6 +301,14 @@ impl BufferedCopy {
                         *activity = true;
                     }
                 }
+                // A TLS peer that closed its TCP connection without close_notify
+                // (browsers often do): rustls calls it a truncation, the peer meant an
+                // end of stream, and the other side gets its FIN as for a clean close.
+                Poll::Ready(Err(err)) if err.kind() == io::ErrorKind::UnexpectedEof => {
+                    drop(buf);
+                    self.full_reads = 0;
+                    self.phase = Phase::Eof;
+                }
                 Poll::Ready(Err(err)) => return Poll::Ready(Err(Fault::reader(&err))),
             }
         }

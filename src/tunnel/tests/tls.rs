@@ -93,3 +93,64 @@ async fn tls_client_half_close_reaches_target() {
     assert_eq!(r.end, TunnelEnd::ClientClosed);
     assert_eq!((r.client_to_target, r.target_to_client), (10, 5));
 }
+
+/// The target closes first; the client then drops its TCP connection without a
+/// close_notify (as browsers often do). The tunnel ended as the target closed it.
+#[tokio::test]
+async fn target_close_then_client_tcp_drop_is_a_target_close() {
+    let (mut client, proxy_client) = tls_pair().await;
+    let (proxy_target, mut target) = tcp_pair().await;
+    let task = tokio::spawn(splice(
+        proxy_client,
+        Bytes::new(),
+        proxy_target,
+        Bytes::new(),
+        Duration::from_secs(30),
+        Arc::new(TunnelControl::new()),
+    ));
+
+    target.write_all(b"bye").await.unwrap();
+    target.shutdown().await.unwrap();
+    assert_eq!(
+        read_to_eof(&mut client).await.expect("clean TLS close"),
+        b"bye"
+    );
+    let (mut tcp, _) = client.into_inner();
+    tcp.shutdown().await.unwrap();
+    drop(tcp);
+    assert_eq!(read_to_eof(&mut target).await.unwrap(), b"");
+
+    let r = report(task).await;
+    assert_eq!(r.end, TunnelEnd::TargetClosed);
+    assert_eq!((r.client_to_target, r.target_to_client), (0, 3));
+}
+
+/// A client that drops its TCP connection without close_notify has closed its
+/// side: the target gets a FIN and the bytes sent before it, and can still answer
+/// until the tunnel ends as the client closed it.
+#[tokio::test]
+async fn client_tcp_drop_without_close_notify_is_a_client_close() {
+    let (mut client, proxy_client) = tls_pair().await;
+    let (proxy_target, mut target) = tcp_pair().await;
+    let task = tokio::spawn(splice(
+        proxy_client,
+        Bytes::new(),
+        proxy_target,
+        Bytes::new(),
+        Duration::from_secs(30),
+        Arc::new(TunnelControl::new()),
+    ));
+
+    client.write_all(b"last").await.unwrap();
+    client.flush().await.unwrap();
+    let (mut tcp, _) = client.into_inner();
+    tcp.shutdown().await.unwrap();
+    assert_eq!(read_to_eof(&mut target).await.unwrap(), b"last");
+    target.shutdown().await.unwrap();
+    // The proxy's close_notify and FIN, unread by a TLS client that has gone.
+    read_to_eof(&mut tcp).await.unwrap();
+
+    let r = report(task).await;
+    assert_eq!(r.end, TunnelEnd::ClientClosed);
+    assert_eq!((r.client_to_target, r.target_to_client), (4, 0));
+}
