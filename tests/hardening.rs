@@ -409,3 +409,121 @@ async fn a_trickled_tls_handshake_is_cut_at_the_handshake_timeout() {
         "closed {ended:?} after the first byte"
     );
 }
+
+/// An HTTPS listener (h2 offered) in front of `target`, with `idle_timeout`.
+fn h2_config(pki: &Pki, idle: &str, target: SocketAddr) -> String {
+    let (cert, key, _) = pki.leaf("h2-body", &["localhost"]);
+    format!(
+        r#"
+[load_balancer]
+idle_timeout = "{idle}"
+
+[[listener]]
+address = "127.0.0.1"
+port = 0
+protocol = "HTTPS"
+certificates = [ {{ cert = "{}", key = "{}" }} ]
+default_action = {{ type = "forward", target_group = "app" }}
+
+[[target_group]]
+name = "app"
+targets = [ "{target}" ]
+"#,
+        cert.display(),
+        key.display()
+    )
+}
+
+/// An h2 connection to `addr` (its connection task spawned).
+async fn h2_client(pki: &Pki, addr: SocketAddr) -> h2::client::SendRequest<bytes::Bytes> {
+    let tls = pki.connect_alpn(addr, "localhost", &[b"h2"]).await;
+    let (client, conn) = within("h2 handshake", h2::client::handshake(tls))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// Sends a POST of `length` bytes on `client` whose body is sent as `chunks`, one every
+/// `every` (the rest of the body never comes); the response's status and body, and
+/// the time from the last chunk sent to the response.
+async fn h2_upload(
+    client: &mut h2::client::SendRequest<bytes::Bytes>,
+    length: usize,
+    chunks: &[&'static [u8]],
+    every: Duration,
+) -> (u16, String, Duration) {
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("https://localhost/up")
+        .header("content-length", length)
+        .body(())
+        .unwrap();
+    let (resp, mut body) = client
+        .clone()
+        .ready()
+        .await
+        .unwrap()
+        .send_request(req, false)
+        .unwrap();
+    let sent_all = chunks.iter().map(|c| c.len()).sum::<usize>() == length;
+    for (i, chunk) in chunks.iter().enumerate() {
+        tokio::time::sleep(every).await;
+        let last = sent_all && i + 1 == chunks.len();
+        body.send_data(bytes::Bytes::from_static(chunk), last)
+            .unwrap();
+    }
+    let sent = Instant::now();
+    let resp = within("the h2 response", resp).await.unwrap();
+    let status = resp.status().as_u16();
+    let mut recv = resp.into_body();
+    let mut text = Vec::new();
+    while let Some(chunk) = within("the h2 response body", recv.data()).await {
+        let chunk = chunk.unwrap();
+        let _ = recv.flow_control().release_capacity(chunk.len());
+        text.extend_from_slice(&chunk);
+    }
+    (
+        status,
+        String::from_utf8_lossy(&text).into_owned(),
+        sent.elapsed(),
+    )
+}
+
+/// Over HTTP/2 a stream's body is followed as an HTTP/1 connection's is: a steady upload
+/// longer than the idle timeout gets its 200, a body that stops arriving gets 408 one
+/// idle timeout after its last byte (the connection's other streams unaffected), and a
+/// silent target after a whole body gets 504. Before, the stalled body got 504 and the
+/// steady upload too.
+#[tokio::test]
+async fn h2_stream_bodies_are_timed_from_their_last_byte() {
+    let pki = Pki::new();
+    let target = body_reading_target().await;
+    let proxy = start_proxy(&pki, &h2_config(&pki, "400ms", target)).await;
+    let mut client = h2_client(&pki, proxy.listener_addr(0)).await;
+
+    const PIECE: &[u8] = &[b'x'; 100];
+    let (status, body, _) =
+        h2_upload(&mut client, 1000, &[PIECE; 10], Duration::from_millis(150)).await;
+    assert_eq!((status, body.as_str()), (200, "1000"), "a steady upload");
+
+    let (status, _, after) =
+        h2_upload(&mut client, 1000, &[PIECE; 2], Duration::from_millis(10)).await;
+    assert_eq!(status, 408, "a stalled body");
+    assert!(
+        after >= Duration::from_millis(380) && after < Duration::from_millis(1500),
+        "answered {after:?} after the body's last byte"
+    );
+
+    // The same connection still serves.
+    let (status, body, _) = h2_upload(&mut client, 100, &[PIECE], Duration::ZERO).await;
+    assert_eq!((status, body.as_str()), (200, "100"), "after the 408");
+
+    let silent = silent_target().await;
+    let proxy = start_proxy(&pki, &h2_config(&pki, "400ms", silent)).await;
+    let mut client = h2_client(&pki, proxy.listener_addr(0)).await;
+    let (status, _, _) = h2_upload(&mut client, 100, &[PIECE], Duration::ZERO).await;
+    assert_eq!(status, 504, "a silent target after a whole body");
+}

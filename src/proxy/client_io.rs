@@ -87,6 +87,88 @@ impl BodyClock {
     }
 }
 
+/// How a request's body is followed while its target's answer is awaited.
+#[derive(Debug, Clone, Copy)]
+pub enum BodyWatch<'a> {
+    /// Not followed: the wait for the answer counts from when the request was sent.
+    None,
+    /// An HTTP/1 connection's clock, kept by its [`ClientIo`].
+    Connection(&'a BodyClock),
+    /// An HTTP/2 stream's clock, kept by its [`RequestBody`].
+    Stream(&'a Arc<BodyClock>),
+}
+
+impl BodyWatch<'_> {
+    /// A clock for an HTTP/2 request whose body is still to come (`None` when it has
+    /// none: nothing to follow, nothing allocated).
+    pub fn stream_clock(body: &hyper::body::Incoming) -> Option<Arc<BodyClock>> {
+        use hyper::body::Body as _;
+        if body.is_end_stream() {
+            return None;
+        }
+        let clock = BodyClock::default();
+        clock.read_at(Instant::now());
+        clock.set_arriving(true);
+        Some(Arc::new(clock))
+    }
+
+    pub fn clock(&self) -> Option<&BodyClock> {
+        match *self {
+            BodyWatch::None => None,
+            BodyWatch::Connection(clock) => Some(clock),
+            BodyWatch::Stream(clock) => Some(clock),
+        }
+    }
+}
+
+/// A client's request body on its way to a target. An HTTP/2 stream's body keeps its
+/// stream's [`BodyClock`] (an HTTP/1 connection's reader keeps the connection's).
+#[derive(Debug)]
+pub struct RequestBody {
+    inner: hyper::body::Incoming,
+    clock: Option<Arc<BodyClock>>,
+}
+
+impl RequestBody {
+    pub fn new(inner: hyper::body::Incoming, clock: Option<Arc<BodyClock>>) -> RequestBody {
+        RequestBody { inner, clock }
+    }
+}
+
+impl hyper::body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Some(clock) = &self.clock {
+            match &polled {
+                Poll::Ready(Some(Ok(_))) => {
+                    clock.read_at(Instant::now());
+                    // The last frame: whoever reads this body may not poll it again.
+                    if self.inner.is_end_stream() {
+                        clock.set_arriving(false);
+                    }
+                }
+                Poll::Ready(_) => clock.set_arriving(false),
+                Poll::Pending => {}
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// What the reader, the service and the connection task of one connection share.
 #[derive(Debug)]
 pub struct ConnState {

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderValue, CONNECTION, HOST};
@@ -12,7 +13,7 @@ use hyper::body::{Body as _, Incoming};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use super::client_io::BodyClock;
+use super::client_io::{BodyClock, BodyWatch, RequestBody};
 use super::error::TargetError;
 use super::headers::{close_target_connection, connection_has, strip_hop_by_hop, Forwarded};
 use super::upstream::{self, Conn, Expect, PooledBody, RawAnswer, Sender, Upstream};
@@ -31,7 +32,7 @@ pub async fn forward(
     fwd: &Forwarded,
     upstream: &Upstream,
     timer: &mut ResponseTimer,
-    client_body: Option<&BodyClock>,
+    client_body: BodyWatch<'_>,
 ) -> Result<Response<ProxyBody>, TargetError> {
     let target = in_flight.target();
     let (mut parts, body) = req.into_parts();
@@ -52,6 +53,11 @@ pub async fn forward(
     // A request without a body needs no hyper client (see `upstream`).
     let bodiless = body.is_end_stream() && parts.method != Method::CONNECT;
     let pool = upstream.pool(target);
+    let stream_clock = match client_body {
+        BodyWatch::Stream(clock) => Some(Arc::clone(clock)),
+        _ => None,
+    };
+    let body = RequestBody::new(body, stream_clock);
 
     // Made in place, pinned: `select!` then holds a pointer instead of copying the
     // future (a large one) into its own state.
@@ -94,7 +100,7 @@ pub async fn forward(
             () = deadline.as_mut() => {
                 // Idle means no byte either way: while the client's body arrives, the
                 // target is not late, and the wait counts from the body's last byte.
-                let Some((arriving, last_read)) = client_body.map(BodyClock::state) else {
+                let Some((arriving, last_read)) = client_body.clock().map(BodyClock::state) else {
                     return Err(TargetError::ResponseTimeout);
                 };
                 let until = last_read + idle;
@@ -158,7 +164,7 @@ async fn exchange_raw(
     upstream: &Upstream,
     stream: TcpStream,
     mut parts: http::request::Parts,
-    body: Incoming,
+    body: RequestBody,
     reused: bool,
 ) -> Result<(http::response::Parts, Answer), TargetError> {
     let head = upstream::encode_request_head(&parts);

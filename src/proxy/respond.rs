@@ -12,7 +12,7 @@ use http::{Method, Request, Response, Version};
 use http_body_util::Either;
 use hyper::body::{Body as _, Incoming};
 
-use super::client_io::ConnState;
+use super::client_io::{BodyWatch, ConnState};
 use super::desync::Classification;
 use super::error::{elb_response, Chain, ProxyError, RequestError};
 use super::forward::{self, ResponseTimer};
@@ -36,10 +36,14 @@ pub(super) async fn http2(
     let view = ctx.view();
     let mut waiting = ClientWaiting::new(client, metrics);
     waiting.line = line_for(&view, &ctx, &req, client, &conn, None, 0);
+    // A stream's body is followed by a clock of its own (none when it has no body).
+    let stream_clock = BodyWatch::stream_clock(req.body());
     let from = Client {
         addr: client,
         info: &conn,
-        body: None,
+        body: stream_clock
+            .as_ref()
+            .map_or(BodyWatch::None, BodyWatch::Stream),
     };
     let (resp, _) = respond(
         req,
@@ -126,7 +130,7 @@ pub(super) async fn http1(
     let from = Client {
         addr: client,
         info: &conn.info,
-        body: Some(&conn.body),
+        body: BodyWatch::Connection(&conn.body),
     };
     let (mut resp, tunnel) =
         respond(req, &ctx, &view, from, &mut timer, true, &mut waiting.line).await;
@@ -299,8 +303,8 @@ impl Drop for ClientWaiting<'_> {
 struct Client<'a> {
     addr: SocketAddr,
     info: &'a ConnInfo,
-    /// How its request bodies arrive (HTTP/1, read through `ClientIo`).
-    body: Option<&'a super::client_io::BodyClock>,
+    /// How its request body arrives.
+    body: BodyWatch<'a>,
 }
 
 /// The response to `req`, and the tunnel to open once it is out when the target

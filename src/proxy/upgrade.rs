@@ -8,7 +8,7 @@
 //! carried a request with a body), the client side the listener's stream recovered from
 //! hyper's connection parts.
 
-use super::client_io::PendingLine;
+use super::client_io::{PendingLine, RequestBody};
 use crate::tunnel::{CloseCause, TunnelRecord};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -105,6 +105,7 @@ pub async fn upgrade(
                 return Ok((refused(head, body), None));
             }
             RawAnswer::ForHyper(stream, received) => {
+                let body = RequestBody::new(body, None);
                 let read = upstream.read_with_hyper(stream, received, parts.method, body, false);
                 let (head, body, _sender) = match tokio::time::timeout(idle_timeout, read).await {
                     Err(_) => return Err(TargetError::ResponseTimeout),

@@ -113,7 +113,17 @@ impl Pki {
 
     /// Connect over TLS to `addr` with SNI `server_name`, offering http/1.1.
     pub async fn connect(&self, addr: SocketAddr, server_name: &str) -> TlsStream<TcpStream> {
-        let connector = TlsConnector::from(self.client_config(&[b"http/1.1"]));
+        self.connect_alpn(addr, server_name, &[b"http/1.1"]).await
+    }
+
+    /// Connect over TLS to `addr` with SNI `server_name`, offering `alpn`.
+    pub async fn connect_alpn(
+        &self,
+        addr: SocketAddr,
+        server_name: &str,
+        alpn: &[&[u8]],
+    ) -> TlsStream<TcpStream> {
+        let connector = TlsConnector::from(self.client_config(alpn));
         let tcp = TcpStream::connect(addr).await.unwrap();
         let name = ServerName::try_from(server_name.to_string()).unwrap();
         within("TLS handshake", connector.connect(name, tcp))

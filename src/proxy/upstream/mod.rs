@@ -43,6 +43,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::task::TaskTracker;
 
+use super::client_io::RequestBody;
 use super::error::TargetError;
 use crate::target_group::{Target, TargetId};
 
@@ -200,7 +201,7 @@ impl Upstream {
         stream: TcpStream,
         received: BytesMut,
         method: http::Method,
-        body: Incoming,
+        body: RequestBody,
         reused: bool,
     ) -> Result<(http::response::Parts, Incoming, Sender), TargetError> {
         let mut sender = self

@@ -5,13 +5,12 @@ use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// The sending half of one HTTP/1.1 connection to a target, run by hyper in a task.
-pub type Sender = http1::SendRequest<Incoming>;
+pub type Sender = http1::SendRequest<crate::proxy::client_io::RequestBody>;
 
 /// One keep-alive connection to a target.
 pub enum Conn {
