@@ -191,6 +191,9 @@ async fn metrics_move_with_the_traffic_that_should_move_them() {
     // Answered by the load balancer: fixed response, redirect, 502 (refused), 503 (empty).
     assert_eq!(get(addr, "/fixed").await, 200);
     assert_eq!(get(addr, "/moved").await, 302);
+    // A redirect whose Location would pass 8 K is not served (500), and counted.
+    let long = format!("/moved?{}", "q".repeat(9000));
+    assert_eq!(get(addr, &long).await, 500);
     assert_eq!(get(addr, "/broken").await, 502);
     assert_eq!(get(addr, "/empty").await, 503);
     let after = Scrape::of(&proxy).await;
@@ -252,6 +255,17 @@ async fn metrics_move_with_the_traffic_that_should_move_them() {
     );
     assert_eq!(delta("albatross_http_fixed_response_count_total", &[]), 1.0);
     assert_eq!(delta("albatross_http_redirect_count_total", &[]), 1.0);
+    assert_eq!(
+        delta(
+            "albatross_http_redirect_url_limit_exceeded_count_total",
+            &[]
+        ),
+        1.0
+    );
+    assert_eq!(
+        delta("albatross_httpcode_elb_count_total", &[("code", "500")]),
+        1.0
+    );
     assert!(
         delta("albatross_new_connection_count_total", &[]) >= 9.0,
         "9 client connections and the target's"

@@ -154,6 +154,7 @@ impl Snapshot {
             family("albatross_httpcode_elb_count", "HTTPCode_ELB_{code}_Count: responses the load balancer made itself, by status code.", Counter, elb_codes),
             family("albatross_http_fixed_response_count", "HTTP_Fixed_Response_Count: fixed-response actions run.", Counter, one(count(&m.fixed_responses))),
             family("albatross_http_redirect_count", "HTTP_Redirect_Count: redirect actions run.", Counter, one(count(&m.redirects))),
+            family("albatross_http_redirect_url_limit_exceeded_count", "HTTP_Redirect_Url_Limit_Exceeded_Count: redirects not served because their Location was longer than 8 K.", Counter, one(count(&m.redirect_url_limit_exceeded))),
             family("albatross_httpcode_target_count", "HTTPCode_Target_{class}_Count: responses targets made, by status class.", Counter, target_codes),
             family("albatross_target_response_time_seconds", "TargetResponseTime: from sending a request to a target to its response head.", Histogram, response_time),
             family("albatross_healthy_host_count", "HealthyHostCount: healthy targets of the group.", Gauge, healthy),

@@ -98,6 +98,8 @@ pub struct Metrics {
     pub fixed_responses: AtomicU64,
     /// `HTTP_Redirect_Count`.
     pub redirects: AtomicU64,
+    /// `HTTP_Redirect_Url_Limit_Exceeded_Count`.
+    pub redirect_url_limit_exceeded: AtomicU64,
     /// `HTTPCode_ELB_{code}_Count`: statuses the load balancer made itself, by code
     /// (index `code - 100`).
     elb_codes: [AtomicU64; 500],
@@ -115,6 +117,7 @@ impl Default for Metrics {
             processed_bytes: AtomicU64::new(0),
             fixed_responses: AtomicU64::new(0),
             redirects: AtomicU64::new(0),
+            redirect_url_limit_exceeded: AtomicU64::new(0),
             elb_codes: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }

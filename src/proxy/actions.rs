@@ -77,18 +77,34 @@ pub fn location(redirect: &Redirect, input: &RedirectInput<'_>) -> String {
     loc
 }
 
-pub fn redirect_response(redirect: &Redirect, input: &RedirectInput<'_>) -> Response<Full<Bytes>> {
+/// ALB serves no redirect whose Location is longer than this (8 K).
+pub const MAX_LOCATION: usize = 8 * 1024;
+
+/// Why a redirect was not served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedirectFailed {
+    /// The Location is longer than [`MAX_LOCATION`] (CloudWatch's
+    /// `HTTP_Redirect_Url_Limit_Exceeded_Count`).
+    UrlTooLong,
+    /// The Location is not a valid header value.
+    Invalid,
+}
+
+/// The redirect's response, or why it cannot be served (ALB answers 500).
+pub fn redirect_response(
+    redirect: &Redirect,
+    input: &RedirectInput<'_>,
+) -> Result<Response<Full<Bytes>>, RedirectFailed> {
     let loc = location(redirect, input);
+    if loc.len() > MAX_LOCATION {
+        return Err(RedirectFailed::UrlTooLong);
+    }
+    let value = HeaderValue::from_str(&loc).map_err(|_| RedirectFailed::Invalid)?;
     let status = redirect.status_code;
     let mut resp = html_response(status, error_body(status));
     set_reason(&mut resp, status);
-    match HeaderValue::from_str(&loc) {
-        Ok(v) => {
-            resp.headers_mut().insert(LOCATION, v);
-            resp
-        }
-        Err(_) => super::error::elb_response(500),
-    }
+    resp.headers_mut().insert(LOCATION, value);
+    Ok(resp)
 }
 
 pub fn fixed_response(fixed: &FixedResponse) -> Response<Full<Bytes>> {
@@ -161,5 +177,31 @@ mod tests {
             query: "",
         };
         assert_eq!(location(&r, &input), "https://www.example.com:443/new/old");
+    }
+
+    /// A Location of exactly 8 K is served; one byte more is not.
+    #[test]
+    fn location_longer_than_8k_is_not_served() {
+        let r = redirect("HTTPS", "443");
+        // "https://h:443/" is 14 bytes, "?" one more.
+        let fits = "q".repeat(MAX_LOCATION - 15);
+        let input = RedirectInput {
+            protocol: "http",
+            host: "h",
+            port: 80,
+            path: "/",
+            query: &fits,
+        };
+        let resp = redirect_response(&r, &input).expect("8 K exactly is served");
+        assert_eq!(resp.headers()[LOCATION].len(), MAX_LOCATION);
+        let over = "q".repeat(MAX_LOCATION - 14);
+        let input = RedirectInput {
+            query: &over,
+            ..input
+        };
+        assert_eq!(
+            redirect_response(&r, &input).unwrap_err(),
+            RedirectFailed::UrlTooLong
+        );
     }
 }

@@ -376,8 +376,20 @@ async fn respond(
                 path: req.uri().path(),
                 query: req.uri().query().unwrap_or(""),
             };
-            let resp = actions::redirect_response(redirect, &input).map(Either::Right);
-            metrics::inc(&ctx.runtime.metrics.redirects);
+            let metrics = &ctx.runtime.metrics;
+            let resp = match actions::redirect_response(redirect, &input) {
+                Ok(resp) => {
+                    metrics::inc(&metrics.redirects);
+                    resp.map(Either::Right)
+                }
+                Err(failed) => {
+                    if failed == actions::RedirectFailed::UrlTooLong {
+                        metrics::inc(&metrics.redirect_url_limit_exceeded);
+                    }
+                    tracing::debug!(?failed, "A redirect was not served (500).");
+                    elb_response(500).map(Either::Right)
+                }
+            };
             return (resp, None);
         }
         Action::Forward(forward) => forward,
