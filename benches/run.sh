@@ -3,36 +3,39 @@
 # proxies, and against the echo target directly (the ceiling).
 #
 #   benches/peers/install.sh        # once, as root: nginx, haproxy, caddy, wrk
-#   benches/run.sh [--runs 2] [--targets direct,nginx,haproxy,caddy,albatross]
+#   benches/run.sh [--runs 2] [--logs-off]
+#                  [--targets direct,nginx_logs,haproxy_logs,albatross_logs]
 #                  [--scenarios hs_ws,hs_wss,rtt100,rtt1,tput,idle_ws,idle_wss,http]
 #                  [--duration 10] [--warmup 1] [--idle-conns 9900] [--hold 10]
 #                  [--out DIR] [--no-build] [--quiet-pct 15] [--quiet-wait 120]
 #
-# Targets with logs on (`albatross_logs`, `nginx_logs`, `haproxy_logs`) run the same
-# proxy with its access log written to a file: albatross with [access_log],
-# [connection_log] and the admin listener (metrics are always counted), nginx with
-# `access_log` on (combined format), HAProxy with `option httplog` to a file. Compare
-# `albatross` with `albatross_logs` for the cost of logging, and the *_logs targets
-# with each other as users run them.
+# By default every proxy runs as its users run it, logs on: `albatross_logs` is
+# `albatross --config FILE` (no other flag) with [access_log], [connection_log] and the
+# admin listener (metrics are always counted), `nginx_logs` nginx with `access_log` on
+# (combined format), `haproxy_logs` HAProxy with `option httplog` to a file.
+# --logs-off runs the same proxies with their logs off (targets direct, nginx,
+# haproxy, caddy, albatross); --targets picks any mix (`albatross` against
+# `albatross_logs` is the cost of logging).
 #
 # ALBATROSS_BIN=PATH runs that binary instead of the tree's release build.
 # ALBATROSS_BASE_BIN=PATH adds target `base`: that binary run the same way (a
 # before/after comparison in one run; the cells of both alternate).
-# ALBATROSS_ARGS / ALBATROSS_BASE_ARGS: flags for each (default "--threads 1";
-# empty for the default runtime).
+# ALBATROSS_ARGS / ALBATROSS_BASE_ARGS: extra flags for each (default none, as users
+# run it; "--threads 1" selects the single-threaded runtime explicitly, which a process
+# pinned to one CPU runs anyway).
 #
 # Each cell (target x scenario) starts the echo target and the proxy fresh and
 # stops both afterwards. The proxy runs on CPU 1 with one worker (nginx
-# worker_processes 1, HAProxy nbthread 1, Caddy GOMAXPROCS=1, albatross
-# --threads 1); the load generator, wrk and the echo target run on
-# CPU 0. Everything listens on 127.0.0.1 and every load loop is bounded in
+# worker_processes 1, HAProxy nbthread 1, Caddy GOMAXPROCS=1, albatross: one
+# usable CPU, so its single-threaded runtime); the load generator, wrk and the echo
+# target run on CPU 0. Everything listens on 127.0.0.1 and every load loop is bounded in
 # time. Results go to DIR/results.jsonl (one JSON object per cell and run) and
 # the Markdown table to DIR/table.md and stdout.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=2
-TARGETS=direct,nginx,haproxy,caddy,albatross
+TARGETS=direct,nginx_logs,haproxy_logs,albatross_logs
 SCENARIOS=hs_ws,hs_wss,rtt100,rtt1,tput,idle_ws,idle_wss,http
 DURATION=10
 WARMUP=1
@@ -46,6 +49,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --runs) RUNS=$2; shift 2 ;;
         --targets) TARGETS=$2; shift 2 ;;
+        --logs-off) TARGETS=direct,nginx,haproxy,caddy,albatross; shift ;;
         --scenarios) SCENARIOS=$2; shift 2 ;;
         --duration) DURATION=$2; shift 2 ;;
         --warmup) WARMUP=$2; shift 2 ;;
@@ -55,7 +59,7 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0; shift ;;
         --quiet-pct) QUIET_PCT=$2; shift 2 ;;
         --quiet-wait) QUIET_WAIT=$2; shift 2 ;;
-        *) sed -n '2,20p' "$0"; exit 2 ;;
+        *) sed -n '2,33p' "$0"; exit 2 ;;
     esac
 done
 
@@ -75,8 +79,8 @@ for l in sys.stdin:
         print(m["executable"])')
 ALBATROSS=${ALBATROSS_BIN:-$TARGET_DIR/release/albatross}
 ALBATROSS_BASE=${ALBATROSS_BASE_BIN:-}
-ALBATROSS_ARGS=${ALBATROSS_ARGS---threads 1}
-ALBATROSS_BASE_ARGS=${ALBATROSS_BASE_ARGS---threads 1}
+ALBATROSS_ARGS=${ALBATROSS_ARGS:-}
+ALBATROSS_BASE_ARGS=${ALBATROSS_BASE_ARGS:-}
 [ -x "$WSBENCH" ] || { log "wsbench did not build"; exit 1; }
 [ -x "$ALBATROSS" ] || { log "no release albatross at $ALBATROSS"; exit 1; }
 
