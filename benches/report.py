@@ -2,6 +2,10 @@
 """Turn benches/run.sh's results.jsonl files into the Markdown tables of BENCHMARKS.md.
 
 usage: benches/report.py RESULTS.jsonl [MORE.jsonl ...]
+       benches/report.py --attach-syscalls STRACE_SUMMARY DURATION < CELL.json
+
+(The second form, used by run.sh --strace, adds strace -c's counts to a cell's
+result as "syscalls" and its unit of work as "units".)
 
 Each cell is the median over the runs; "×" is the ratio to direct; the last
 column is albatross's ratio to the best peer (nginx, haproxy, caddy) in the
@@ -72,6 +76,67 @@ BUSY_CELLS = [
     ("tput", "throughput ws"),
     ("http", "HTTP keep-alive"),
 ]
+
+
+def attach_syscalls(summary_path, duration):
+    """Reads a cell's JSON on stdin and prints it with strace -c's counts per call and
+    the number of units of work (handshakes, messages or requests) they were spent on."""
+    cell = json.loads(sys.stdin.read() or "null")
+    if not isinstance(cell, dict):
+        print(json.dumps(cell))
+        return
+    calls = {}
+    try:
+        with open(summary_path) as f:
+            for line in f:
+                parts = line.split()
+                # "% time  seconds  usecs/call  calls  [errors]  syscall"
+                if len(parts) >= 5 and parts[0][0].isdigit() and parts[-1] != "total":
+                    calls[parts[-1]] = int(parts[3])
+    except OSError:
+        pass
+    units = cell.get("handshakes") or cell.get("messages")
+    if units is None and cell.get("rate"):
+        units = cell["rate"] * float(duration)
+    cell["syscalls"] = calls
+    cell["units"] = units
+    print(json.dumps(cell))
+
+
+SYSCALL_CELLS = [
+    ("hs_ws", "per ws handshake"),
+    ("hs_wss", "per wss handshake"),
+    ("rtt1", "per message echoed, C=1"),
+    ("rtt100", "per message echoed, C=100"),
+    ("http", "per keep-alive request"),
+]
+
+
+def syscall_tables(data, present, out):
+    """System calls per unit of work, from run.sh --strace."""
+    for cell, label in SYSCALL_CELLS:
+        per = {}
+        for t in present:
+            rs = [r for r in data.get((t, cell), []) if r.get("syscalls") and r.get("units")]
+            if not rs:
+                continue
+            names = set().union(*(r["syscalls"] for r in rs))
+            per[t] = {n: med([r["syscalls"].get(n, 0) / r["units"] for r in rs]) for n in names}
+        if not per:
+            continue
+        targets = [t for t in present if t in per]
+        names = sorted(set().union(*(per[t] for t in targets)),
+                       key=lambda n: -max(per[t].get(n, 0) for t in targets))
+        out.append("")
+        out.append(f"System calls {label} (strace -c, median over runs):")
+        out.append("")
+        out.append("| call | " + " | ".join(targets) + " |")
+        out.append("|---|" + "---:|" * len(targets))
+        out.append("| **all** | " + " | ".join(f"**{sum(per[t].values()):.2f}**" for t in targets) + " |")
+        for n in names:
+            if max(per[t].get(n, 0) for t in targets) < 0.01:
+                continue
+            out.append(f"| {n} | " + " | ".join(f"{per[t].get(n, 0):.2f}" for t in targets) + " |")
 
 
 def load(paths):
@@ -163,6 +228,17 @@ def main(paths):
         out.append(row + " |")
 
     out.append("")
+    out.append("The kernel's share of the proxy's CPU (stime ÷ (utime + stime), %):")
+    out.append("")
+    out.append("| scenario | " + " | ".join(cpu_targets) + " |")
+    out.append("|---|" + "---:|" * len(cpu_targets))
+    for cell, label in BUSY_CELLS:
+        cells = [med(values(data, t, cell, "proxy_sys_pct")) for t in cpu_targets]
+        if all(c is None for c in cells):
+            continue
+        out.append(f"| {label} | " + " | ".join("n/a" if c is None else f"{c:.0f}" for c in cells) + " |")
+
+    out.append("")
     out.append("CPU busy during the measured window, proxy / client + echo target (% of one CPU; "
                "wrk's own CPU is not counted):")
     out.append("")
@@ -190,6 +266,8 @@ def main(paths):
             continue
         cells = ["n/a" if v is None else f"{v:.0f}" for v in sps.values()]
         out.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    syscall_tables(data, present, out)
 
     # Errors, if any.
     errs = []
@@ -226,6 +304,9 @@ def best_ratio(meds, direction):
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--attach-syscalls":
+        attach_syscalls(sys.argv[2], sys.argv[3])
+        sys.exit(0)
     if len(sys.argv) < 2:
         print(__doc__)
         sys.exit(2)

@@ -8,6 +8,11 @@
 #                  [--scenarios hs_ws,hs_wss,rtt100,rtt1,tput,idle_ws,idle_wss,http]
 #                  [--duration 10] [--warmup 1] [--idle-conns 9900] [--hold 10]
 #                  [--out DIR] [--no-build] [--quiet-pct 15] [--quiet-wait 120]
+#                  [--strace]
+#
+# --strace counts the proxy's system calls in each cell (strace -c attached for the
+# measured window, no warm-up) and reports them per handshake, message or request;
+# strace slows the proxy, so the timed figures of such a run are not comparable.
 #
 # By default every proxy runs as its users run it, logs on: `albatross_logs` is
 # `albatross --config FILE` (no other flag) with [access_log], [connection_log] and the
@@ -45,6 +50,7 @@ OUT=""
 BUILD=1
 QUIET_PCT=15
 QUIET_WAIT=120
+STRACE=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) RUNS=$2; shift 2 ;;
@@ -59,6 +65,7 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0; shift ;;
         --quiet-pct) QUIET_PCT=$2; shift 2 ;;
         --quiet-wait) QUIET_WAIT=$2; shift 2 ;;
+        --strace) STRACE=1; WARMUP=0; shift ;;
         *) sed -n '2,33p' "$0"; exit 2 ;;
     esac
 done
@@ -220,9 +227,21 @@ run_cell() {   # run_cell RUN TARGET SCENARIO
             http) args=(--scenario http --conns 64 --target "127.0.0.1:$PORT_WS") ;;
             *) log "unknown scenario $sc"; exit 2 ;;
         esac
+        local trace=$WORK/strace-$run-$t-$sc.txt strace_pid=""
+        if [ "$STRACE" = 1 ] && [ -n "$PROXY_PIDS" ]; then
+            # shellcheck disable=SC2046
+            strace -c -f -qq -o "$trace" $(printf -- '-p %s ' ${PROXY_PIDS//,/ }) &
+            strace_pid=$!
+            sleep 0.5
+        fi
         json=$(timeout "$(python3 -c "import math; print(math.ceil($DURATION + $WARMUP + $HOLD + 90))")" \
             taskset -c 0 "$WSBENCH" run "${args[@]}" "${common[@]}" 2>>"$WORK/wsbench.log") || rc=$?
         [ -n "$json" ] || json=null
+        if [ -n "$strace_pid" ]; then
+            kill -INT "$strace_pid" 2>/dev/null || true
+            wait "$strace_pid" 2>/dev/null || true
+            json=$(python3 "$ROOT/benches/report.py" --attach-syscalls "$trace" "$DURATION" <<< "$json")
+        fi
     fi
     [ -n "$PROXY_PID" ] && stop "$PROXY_PID"
     stop "$ECHO_PID"

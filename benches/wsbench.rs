@@ -526,21 +526,26 @@ fn parse_pids(s: Option<&str>) -> Vec<u32> {
 
 /// utime + stime in microseconds, summed over the processes.
 fn cpu_us(pids: &[u32]) -> Option<f64> {
+    cpu_split_us(pids).map(|(user, sys)| user + sys)
+}
+
+/// (utime, stime) in microseconds, summed over the processes.
+fn cpu_split_us(pids: &[u32]) -> Option<(f64, f64)> {
     if pids.is_empty() {
         return None;
     }
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let mut total = 0.0;
+    let (mut user, mut sys) = (0.0, 0.0);
     for pid in pids {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         let rest = &stat[stat.rfind(')')? + 2..];
         let f: Vec<&str> = rest.split_whitespace().collect();
         // Fields 14 and 15 of stat(5); `rest` starts at field 3.
-        let ticks: f64 = f[11].parse::<f64>().ok()? + f[12].parse::<f64>().ok()?;
-        total += ticks / hz * 1e6;
+        user += f[11].parse::<f64>().ok()? / hz * 1e6;
+        sys += f[12].parse::<f64>().ok()? / hz * 1e6;
     }
-    Some(total)
+    Some((user, sys))
 }
 
 /// VmRSS in bytes, summed over the processes.
@@ -568,7 +573,7 @@ struct CpuWindow {
     proxy: Vec<u32>,
     echo: Vec<u32>,
     t0: Instant,
-    proxy0: Option<f64>,
+    proxy0: Option<(f64, f64)>,
     client0: f64,
     echo0: Option<f64>,
 }
@@ -579,17 +584,22 @@ impl CpuWindow {
             proxy: proxy.to_vec(),
             echo: echo.to_vec(),
             t0: Instant::now(),
-            proxy0: cpu_us(proxy),
+            proxy0: cpu_split_us(proxy),
             client0: self_cpu_us(),
             echo0: cpu_us(echo),
         }
     }
-    /// Adds proxy_cpu_us, proxy_cpu_pct and client_cpu_pct (client + echo) to `out`.
+    /// Adds proxy_cpu_us, proxy_cpu_pct, proxy_sys_pct (the kernel's share of the
+    /// proxy's CPU) and client_cpu_pct (client + echo) to `out`.
     fn finish(&self, out: &mut serde_json::Map<String, Value>) {
         let wall = self.t0.elapsed().as_secs_f64() * 1e6;
-        if let (Some(a), Some(b)) = (self.proxy0, cpu_us(&self.proxy)) {
-            out.insert("proxy_cpu_us".into(), json!(b - a));
-            out.insert("proxy_cpu_pct".into(), json!(100.0 * (b - a) / wall));
+        if let (Some((u0, s0)), Some((u1, s1))) = (self.proxy0, cpu_split_us(&self.proxy)) {
+            let (user, sys) = (u1 - u0, s1 - s0);
+            out.insert("proxy_cpu_us".into(), json!(user + sys));
+            out.insert("proxy_cpu_pct".into(), json!(100.0 * (user + sys) / wall));
+            if user + sys > 0.0 {
+                out.insert("proxy_sys_pct".into(), json!(100.0 * sys / (user + sys)));
+            }
         }
         let mut client = self_cpu_us() - self.client0;
         if let (Some(a), Some(b)) = (self.echo0, cpu_us(&self.echo)) {
