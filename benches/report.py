@@ -51,6 +51,8 @@ ROWS = [
     ("rtt1", "p999_us", "rtt ws, C=1, 64 B: p99.9 µs", "down", "{:,.0f}"),
     ("tput", "sent_mb_s", "throughput ws, C=1, 64 KiB frames: MB/s sent", "up", "{:,.0f}"),
     ("tput", "echoed_mb_s", "throughput ws, C=1, 64 KiB frames: MB/s echoed back", "up", "{:,.0f}"),
+    ("tput_wss", "sent_mb_s", "throughput wss, C=1, 64 KiB frames: MB/s sent", "up", "{:,.0f}"),
+    ("tput_wss", "echoed_mb_s", "throughput wss, C=1, 64 KiB frames: MB/s echoed back", "up", "{:,.0f}"),
     ("idle_ws", "alive", "idle ws: connections alive after hold (of N)", "up", "{:,.0f}"),
     ("idle_ws", "rss_kib_per_conn", "idle ws: proxy RSS KiB per connection", "down", "{:.1f}"),
     ("idle_wss", "alive", "idle wss: connections alive after hold (of N)", "up", "{:,.0f}"),
@@ -65,6 +67,7 @@ CPU_ROWS = [
     ("rtt100", "proxy_us_per_message", "rtt ws C=100: proxy CPU µs per message echoed", "{:.1f}"),
     ("rtt1", "proxy_us_per_message", "rtt ws C=1: proxy CPU µs per message echoed", "{:.1f}"),
     ("tput", "proxy_us_per_mb", "throughput ws: proxy CPU µs per MB each way", "{:,.0f}"),
+    ("tput_wss", "proxy_us_per_mb", "throughput wss: proxy CPU µs per MB each way", "{:,.0f}"),
     ("http", "proxy_us_per_request", "HTTP keep-alive: proxy CPU µs per request", "{:.1f}"),
 ]
 
@@ -74,6 +77,7 @@ BUSY_CELLS = [
     ("rtt100", "rtt ws C=100"),
     ("rtt1", "rtt ws C=1"),
     ("tput", "throughput ws"),
+    ("tput_wss", "throughput wss"),
     ("http", "HTTP keep-alive"),
 ]
 

@@ -5,7 +5,7 @@
 #   benches/peers/install.sh        # once, as root: nginx, haproxy, caddy, wrk
 #   benches/run.sh [--runs 2] [--logs-off]
 #                  [--targets direct,nginx_logs,haproxy_logs,albatross_logs]
-#                  [--scenarios hs_ws,hs_wss,rtt100,rtt1,tput,idle_ws,idle_wss,http]
+#                  [--scenarios hs_ws,hs_wss,rtt100,rtt1,tput,tput_wss,idle_ws,idle_wss,http]
 #                  [--duration 10] [--warmup 1] [--idle-conns 9900] [--hold 10]
 #                  [--out DIR] [--no-build] [--quiet-pct 15] [--quiet-wait 120]
 #                  [--strace]
@@ -41,7 +41,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=2
 TARGETS=direct,nginx_logs,haproxy_logs,albatross_logs
-SCENARIOS=hs_ws,hs_wss,rtt100,rtt1,tput,idle_ws,idle_wss,http
+SCENARIOS=hs_ws,hs_wss,rtt100,rtt1,tput,tput_wss,idle_ws,idle_wss,http
 DURATION=10
 WARMUP=1
 IDLE_CONNS=9900
@@ -222,6 +222,7 @@ run_cell() {   # run_cell RUN TARGET SCENARIO
             rtt100) args=(--scenario rtt --conns 100 --target "127.0.0.1:$PORT_WS") ;;
             rtt1) args=(--scenario rtt --conns 1 --target "127.0.0.1:$PORT_WS") ;;
             tput) args=(--scenario throughput --frame 65536 --target "127.0.0.1:$PORT_WS") ;;
+            tput_wss) args=(--scenario throughput --frame 65536 --tls --target "127.0.0.1:$PORT_WSS") ;;
             idle_ws) args=(--scenario idle --conns "$IDLE_CONNS" --hold "$HOLD" --target "127.0.0.1:$PORT_WS") ;;
             idle_wss) args=(--scenario idle --conns "$IDLE_CONNS" --hold "$HOLD" --tls --target "127.0.0.1:$PORT_WSS") ;;
             http) args=(--scenario http --conns 64 --target "127.0.0.1:$PORT_WS") ;;

@@ -27,8 +27,9 @@ use super::error::Chain;
 use super::limit::ConnectionSlot;
 use super::{head, respond, ListenerContext};
 use crate::observe::ConnTraceId;
-use crate::tls::MtlsMode;
+use crate::tls::{records, MtlsMode};
 use crate::tunnel::{self, CopyPath, TunnelHandle, TunnelReport};
+use futures_util::future::Either;
 
 /// ALB serves up to 128 concurrent streams on one HTTP/2 connection.
 const MAX_CONCURRENT_STREAMS: u32 = 128;
@@ -56,8 +57,8 @@ pub struct TlsInfo {
 /// A client connection as the listener hands it over: plain TCP, or TLS over TCP. Each
 /// kind says whether it negotiated HTTP/2 and how its tunnel moves bytes.
 pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static {
-    /// How this kind's tunnels copy.
-    const PATH: CopyPath;
+    /// How this stream's tunnel will copy.
+    fn copy_path(&self) -> CopyPath;
 
     /// Whether ALPN chose HTTP/2.
     fn is_h2(&self) -> bool;
@@ -82,7 +83,9 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static 
 }
 
 impl ClientStream for TcpStream {
-    const PATH: CopyPath = CopyPath::Splice;
+    fn copy_path(&self) -> CopyPath {
+        CopyPath::Splice
+    }
 
     fn is_h2(&self) -> bool {
         false
@@ -106,7 +109,13 @@ impl ClientStream for TcpStream {
 }
 
 impl ClientStream for TlsStream<TcpStream> {
-    const PATH: CopyPath = CopyPath::Buffered;
+    fn copy_path(&self) -> CopyPath {
+        if records::can_take_over(self) {
+            CopyPath::TlsRecords
+        } else {
+            CopyPath::Buffered
+        }
+    }
 
     fn is_h2(&self) -> bool {
         self.get_ref().1.alpn_protocol() == Some(b"h2")
@@ -126,11 +135,11 @@ impl ClientStream for TlsStream<TcpStream> {
         })
     }
 
-    /// TLS on the client side: bytes go through user space to be decrypted. The TLS
-    /// stream (1.2 KiB, most of it rustls's connection state) moves to an allocation of
-    /// its own, so the tunnel's task is small: the two allocations (448 + 1,280 bytes)
-    /// take less than one task holding the stream (1,792), the allocator's size classes
-    /// being coarse at that size.
+    /// TLS on the client side: bytes go through user space to be decrypted, by
+    /// albatross itself with the keys rustls hands over ([`records::RecordStream`], a
+    /// few hundred bytes while idle), or else by rustls. A rustls stream (1.2 KiB, most
+    /// of it its connection state) moves to an allocation of its own, so the tunnel's
+    /// task stays small.
     fn splice(
         self,
         prefix: Bytes,
@@ -139,14 +148,24 @@ impl ClientStream for TlsStream<TcpStream> {
         idle_timeout: Duration,
         end: Arc<TunnelHandle>,
     ) -> impl Future<Output = TunnelReport> + Send + 'static {
-        tunnel::splice(
-            Box::new(self),
-            prefix,
-            target,
-            target_prefix,
-            idle_timeout,
-            end,
-        )
+        match records::RecordStream::take_over(Box::new(self), prefix) {
+            Ok((client, prefix)) => Either::Left(tunnel::splice(
+                client,
+                prefix,
+                target,
+                target_prefix,
+                idle_timeout,
+                end,
+            )),
+            Err((client, prefix)) => Either::Right(tunnel::splice(
+                client,
+                prefix,
+                target,
+                target_prefix,
+                idle_timeout,
+                end,
+            )),
+        }
     }
 }
 

@@ -196,7 +196,7 @@ impl PendingTunnel {
             listener_port: self.listener_port,
             client: self.client,
             target: self.in_flight.target().clone(),
-            path: S::PATH,
+            path: client.copy_path(),
         });
         let splice = client.splice(
             prefix,

@@ -14,6 +14,7 @@
 pub mod mtls;
 mod pem;
 pub mod policy;
+pub mod records;
 mod sni;
 
 use std::io;
@@ -156,6 +157,9 @@ pub fn server_config_with_alpn(
     }
     .with_cert_resolver(Arc::new(resolver));
     config.ignore_client_order = true;
+    // A wss tunnel's records are protected by `records::RecordStream` once the upgrade
+    // is done, with the secrets rustls hands over.
+    config.enable_secret_extraction = true;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     if mutual {
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});

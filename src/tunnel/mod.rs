@@ -76,6 +76,12 @@ impl<S: Resettable + ?Sized> Resettable for Box<S> {
     }
 }
 
+impl Resettable for crate::tls::records::RecordStream {
+    fn reset_on_close(&self) {
+        self.tcp().reset_on_close();
+    }
+}
+
 impl<S: Resettable> Resettable for tokio_rustls::server::TlsStream<S> {
     fn reset_on_close(&self) {
         self.get_ref().0.reset_on_close()

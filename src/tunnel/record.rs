@@ -125,8 +125,12 @@ pub enum CopyPath {
     /// Plain TCP on both sides: recv/send for small messages, splice(2) for bulk
     /// (whether or not it ever spliced).
     Splice,
-    /// Through user-space buffers (a TLS client).
+    /// Through user-space buffers, rustls protecting the client's records (a TLS
+    /// client whose connection could not be handed over).
     Buffered,
+    /// Through user-space buffers, albatross protecting the client's TLS records with
+    /// the keys rustls handed over (`tls::records`).
+    TlsRecords,
 }
 
 impl CopyPath {
@@ -134,6 +138,7 @@ impl CopyPath {
         match self {
             CopyPath::Splice => "splice",
             CopyPath::Buffered => "buffered",
+            CopyPath::TlsRecords => "tls_records",
         }
     }
 }
