@@ -170,6 +170,8 @@ pub struct RecordStream {
     plain: (usize, usize),
     /// The client sent `close_notify`.
     read_closed: bool,
+    /// An error met after plaintext was given out, for the next read.
+    failed: Option<io::Error>,
     /// Sealed records not yet written (empty, without capacity, once written out).
     wbuf: Vec<u8>,
     wpos: usize,
@@ -246,6 +248,7 @@ impl RecordStream {
                 rpos: 0,
                 plain: (0, 0),
                 read_closed,
+                failed: None,
                 wbuf: Vec::new(),
                 wpos: 0,
                 close_sent: false,
@@ -273,6 +276,7 @@ impl RecordStream {
             rpos: 0,
             plain: (0, 0),
             read_closed: false,
+            failed: None,
             wbuf: Vec::new(),
             wpos: 0,
             close_sent: true,
@@ -343,6 +347,50 @@ impl RecordStream {
             return Err(invalid("the client sent an oversized TLS record"));
         }
         Ok((typ, range))
+    }
+
+    /// Opens the next record if it has arrived whole: `Ok(false)` when it has not.
+    /// Application data becomes `plain`; `close_notify` sets `read_closed`.
+    fn open_next(&mut self) -> io::Result<bool> {
+        let waiting = &self.rbuf[self.rpos..];
+        if waiting.len() < HEADER_LEN {
+            return Ok(false);
+        }
+        let len = u16::from_be_bytes([waiting[3], waiting[4]]) as usize;
+        if len > MAX_PLAINTEXT + MAX_EXPANSION {
+            return Err(invalid("the client sent an oversized TLS record"));
+        }
+        if waiting.len() < HEADER_LEN + len {
+            return Ok(false);
+        }
+        let at = self.rpos;
+        self.rpos += HEADER_LEN + len;
+        let (typ, range) = self.open(at, len)?;
+        match typ {
+            CONTENT_APPLICATION_DATA => self.plain = range,
+            CONTENT_ALERT => {
+                let alert = &self.rbuf[range.0..range.1];
+                if alert.len() == 2 && alert[1] == ALERT_CLOSE_NOTIFY {
+                    self.read_closed = true;
+                } else {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "the client sent a TLS alert",
+                    ));
+                }
+            }
+            CONTENT_HANDSHAKE => {
+                return Err(unsupported(
+                    "the client sent a TLS handshake message (a key update) in a tunnel",
+                ))
+            }
+            _ => {
+                return Err(invalid(
+                    "the client sent a TLS record of an unexpected type",
+                ))
+            }
+        }
+        Ok(true)
     }
 
     /// Seals `plain` as one record of content type `typ` at the end of `wbuf`.
@@ -416,12 +464,18 @@ fn record_header(typ: u8, len: usize) -> [u8; HEADER_LEN] {
 }
 
 impl AsyncRead for RecordStream {
+    /// Fills `out` with the plaintext of as many whole records as have arrived (one
+    /// socket read brings several), reading the socket only when none waits.
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(e) = this.failed.take() {
+            return Poll::Ready(Err(e));
+        }
+        let mut given = false;
         loop {
             // 1. Plaintext already opened.
             let (from, to) = this.plain;
@@ -429,50 +483,34 @@ impl AsyncRead for RecordStream {
                 let n = (to - from).min(out.remaining());
                 out.put_slice(&this.rbuf[from..from + n]);
                 this.plain.0 += n;
-                return Poll::Ready(Ok(()));
+                given = true;
+                if out.remaining() == 0 {
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
             }
             if this.read_closed {
-                // Nothing more is read after close_notify.
-                this.rbuf = Vec::new();
-                this.rpos = 0;
-                this.plain = (0, 0);
+                if !given {
+                    // Nothing more is read after close_notify.
+                    this.rbuf = Vec::new();
+                    this.rpos = 0;
+                    this.plain = (0, 0);
+                }
                 return Poll::Ready(Ok(()));
             }
             // 2. A whole record waiting: open it.
-            let waiting = &this.rbuf[this.rpos..];
-            if waiting.len() >= HEADER_LEN {
-                let len = u16::from_be_bytes([waiting[3], waiting[4]]) as usize;
-                if len > MAX_PLAINTEXT + MAX_EXPANSION {
-                    return Poll::Ready(Err(invalid("the client sent an oversized TLS record")));
+            match this.open_next() {
+                Ok(true) => continue,
+                Ok(false) => {}
+                // What was given goes out first; the error comes with the next read.
+                Err(e) if given => {
+                    this.failed = Some(e);
+                    return Poll::Ready(Ok(()));
                 }
-                if waiting.len() >= HEADER_LEN + len {
-                    let at = this.rpos;
-                    this.rpos += HEADER_LEN + len;
-                    let (typ, range) = this.open(at, len)?;
-                    match typ {
-                        CONTENT_APPLICATION_DATA => this.plain = range,
-                        CONTENT_ALERT => {
-                            let alert = &this.rbuf[range.0..range.1];
-                            if alert.len() == 2 && alert[1] == ALERT_CLOSE_NOTIFY {
-                                this.read_closed = true;
-                            } else {
-                                return Poll::Ready(Err(io::Error::new(
-                                    io::ErrorKind::ConnectionAborted,
-                                    "the client sent a TLS alert",
-                                )));
-                            }
-                        }
-                        CONTENT_HANDSHAKE => return Poll::Ready(Err(unsupported(
-                            "the client sent a TLS handshake message (a key update) in a tunnel",
-                        ))),
-                        _ => {
-                            return Poll::Ready(Err(invalid(
-                                "the client sent a TLS record of an unexpected type",
-                            )))
-                        }
-                    }
-                    continue;
-                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            if given {
+                return Poll::Ready(Ok(()));
             }
             // 3. More bytes are needed: move what waits to the front, then read.
             if this.rpos > 0 {
