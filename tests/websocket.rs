@@ -261,3 +261,63 @@ async fn non_101_answer_is_relayed() {
     assert!(resp.contains("x-from: target"), "{resp}");
     assert!(resp.ends_with("nope!\n"), "{resp}");
 }
+
+/// A TLS 1.2 client (AES-256-GCM, explicit nonces) through a wss tunnel whose records
+/// albatross protects: messages both ways arrive intact, and the close log names the path.
+#[tokio::test]
+async fn a_tls12_client_tunnels_through_albatross_records() {
+    use std::sync::Arc;
+
+    let logs = LogCapture::start();
+    let pki = Pki::new();
+    let cert = pki.leaf("localhost", &["localhost"]);
+    let b = start_backend("tls12", None, None).await;
+    let proxy = start_proxy(&pki, &forward_config(&pki, &cert, "60s", &[b.addr])).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca_der().clone()).unwrap();
+    let provider = rustls::crypto::CryptoProvider {
+        cipher_suites: vec![
+            rustls::crypto::aws_lc_rs::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        ],
+        ..rustls::crypto::aws_lc_rs::default_provider()
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(proxy.listener_addr(0))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    assert_eq!(
+        tls.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let mut ws = FragmentCollector::new(ws_handshake(tls, "localhost", "/ws").await);
+    let _hello = next_json(&mut ws).await;
+    for i in 0..20u32 {
+        let payload: Vec<u8> = (0..(1000 + i * 4000)).map(|j| (j % 253) as u8).collect();
+        ws.write_frame(Frame::binary(Payload::Borrowed(&payload)))
+            .await
+            .unwrap();
+        let echo = within("echo", ws.read_frame()).await.unwrap();
+        assert!(echo.payload[..] == payload[..], "message {i} altered");
+    }
+    drop(ws);
+    within("tunnel log line", async {
+        while !logs.text().contains("Tunnel closed") {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let text = logs.text();
+    assert!(text.contains("path=\"tls_records\""), "{text}");
+    assert!(text.contains("cause=\"client_close\""), "{text}");
+}
