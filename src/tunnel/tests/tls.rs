@@ -34,6 +34,25 @@ async fn tls_pair() -> (
     (client.unwrap(), proxy.unwrap())
 }
 
+/// A TLS client, a plain target and the tunnel between them (30 s idle timeout).
+async fn tls_tunnel() -> (
+    tokio_rustls::client::TlsStream<TcpStream>,
+    TcpStream,
+    tokio::task::JoinHandle<TunnelReport>,
+) {
+    let (client, proxy_client) = tls_pair().await;
+    let (proxy_target, target) = tcp_pair().await;
+    let task = tokio::spawn(splice(
+        proxy_client,
+        Bytes::new(),
+        proxy_target,
+        Bytes::new(),
+        Duration::from_secs(30),
+        Arc::new(TunnelControl::new()),
+    ));
+    (client, target, task)
+}
+
 /// On idle timeout a TLS client gets close_notify and then EOF, so its read
 /// ends cleanly (without close_notify tokio-rustls reports UnexpectedEof).
 #[tokio::test]
@@ -68,16 +87,7 @@ async fn tls_client_gets_close_notify_on_idle_timeout() {
 /// target's reply still reaches the client.
 #[tokio::test]
 async fn tls_client_half_close_reaches_target() {
-    let (mut client, proxy_client) = tls_pair().await;
-    let (proxy_target, mut target) = tcp_pair().await;
-    let task = tokio::spawn(splice(
-        proxy_client,
-        Bytes::new(),
-        proxy_target,
-        Bytes::new(),
-        Duration::from_secs(30),
-        Arc::new(TunnelControl::new()),
-    ));
+    let (mut client, mut target, task) = tls_tunnel().await;
 
     client.write_all(b"last words").await.unwrap();
     client.shutdown().await.unwrap();
@@ -98,16 +108,7 @@ async fn tls_client_half_close_reaches_target() {
 /// close_notify (as browsers often do). The tunnel ended as the target closed it.
 #[tokio::test]
 async fn target_close_then_client_tcp_drop_is_a_target_close() {
-    let (mut client, proxy_client) = tls_pair().await;
-    let (proxy_target, mut target) = tcp_pair().await;
-    let task = tokio::spawn(splice(
-        proxy_client,
-        Bytes::new(),
-        proxy_target,
-        Bytes::new(),
-        Duration::from_secs(30),
-        Arc::new(TunnelControl::new()),
-    ));
+    let (mut client, mut target, task) = tls_tunnel().await;
 
     target.write_all(b"bye").await.unwrap();
     target.shutdown().await.unwrap();
@@ -130,16 +131,7 @@ async fn target_close_then_client_tcp_drop_is_a_target_close() {
 /// until the tunnel ends as the client closed it.
 #[tokio::test]
 async fn client_tcp_drop_without_close_notify_is_a_client_close() {
-    let (mut client, proxy_client) = tls_pair().await;
-    let (proxy_target, mut target) = tcp_pair().await;
-    let task = tokio::spawn(splice(
-        proxy_client,
-        Bytes::new(),
-        proxy_target,
-        Bytes::new(),
-        Duration::from_secs(30),
-        Arc::new(TunnelControl::new()),
-    ));
+    let (mut client, mut target, task) = tls_tunnel().await;
 
     client.write_all(b"last").await.unwrap();
     client.flush().await.unwrap();
