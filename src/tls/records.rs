@@ -381,7 +381,7 @@ impl RecordStream {
             }
             CONTENT_HANDSHAKE => {
                 return Err(unsupported(
-                    "the client sent a TLS handshake message (a key update) in a tunnel",
+                    "the client sent a TLS handshake message (a key update or renegotiation) in a tunnel",
                 ))
             }
             _ => {
