@@ -52,6 +52,7 @@ fn record() -> AccessRecord {
         classification: None,
         classification_reason: None,
         conn_trace_id: albatross::observe::ConnTraceId::from_bytes([0x5b; 16]),
+        held: None,
     }
 }
 

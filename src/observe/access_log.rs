@@ -198,25 +198,33 @@ pub struct AccessRecord {
     pub classification: Option<&'static str>,
     pub classification_reason: Option<String>,
     pub conn_trace_id: super::ConnTraceId,
+    /// A tunnel's line written when it opened ([`AccessRecord::hold`]); when set, the
+    /// line is this one with the time, byte counts and error reason filled in.
+    pub held: Option<HeldLine>,
 }
 
-impl Line for AccessRecord {
-    /// Written piece by piece (no `format!` machinery): this runs once per request.
-    fn write_line(&self, out: &mut Vec<u8>) {
-        let r = self;
-        push_str(out, r.kind.as_str());
+impl AccessRecord {
+    /// The target's text, from the few targets this thread wrote last.
+    fn target_text(&self) -> Option<Rc<[u8]>> {
+        self.target
+            .map(|t| RECENT_TARGETS.with(|c| c.borrow_mut().text(t)))
+    }
+
+    /// Field 1 and its space.
+    fn write_kind(&self, out: &mut Vec<u8>) {
+        push_str(out, self.kind.as_str());
         out.push(b' ');
-        time(out, r.time);
+    }
+
+    /// Fields 3–10, between the time and the byte counts, with their spaces.
+    fn write_before_bytes(&self, out: &mut Vec<u8>, target: Option<&[u8]>) {
+        let r = self;
         out.push(b' ');
         push_str(out, &r.elb);
         out.push(b' ');
         addr(out, r.client);
         out.push(b' ');
-        // The target's text, from the few targets this thread wrote last.
-        let target = r
-            .target
-            .map(|t| RECENT_TARGETS.with(|c| c.borrow_mut().text(t)));
-        match &target {
+        match target {
             Some(t) => out.extend_from_slice(t),
             None => out.push(b'-'),
         }
@@ -239,9 +247,18 @@ impl Line for AccessRecord {
             }
         }
         out.push(b' ');
-        int(out, r.received_bytes);
+    }
+
+    /// Fields 11 and 12.
+    fn write_bytes(&self, out: &mut Vec<u8>) {
+        int(out, self.received_bytes);
         out.push(b' ');
-        int(out, r.sent_bytes);
+        int(out, self.sent_bytes);
+    }
+
+    /// Fields 13–24, between the byte counts and the error reason, with their spaces.
+    fn write_before_reason(&self, out: &mut Vec<u8>) {
+        let r = self;
         out.push(b' ');
         match &r.request {
             Some(line) => {
@@ -285,10 +302,14 @@ impl Line for AccessRecord {
         out.push(b' ');
         header_or_dash(out, r.redirect_url.as_ref());
         out.push(b' ');
-        quoted_name_or_dash(out, r.error_reason);
+    }
+
+    /// Fields 26 to the end, after the error reason.
+    fn write_rest(&self, out: &mut Vec<u8>, target: Option<&[u8]>) {
+        let r = self;
         out.push(b' ');
         // target:port_list and target_status_code_list: one entry each (as ALB today).
-        match &target {
+        match target {
             Some(t) => {
                 out.push(b'"');
                 out.extend_from_slice(t);
@@ -314,9 +335,105 @@ impl Line for AccessRecord {
         push_str(out, " \"-\" \"-\" \"-\"");
     }
 
+    /// The line of a tunnel that just opened, written but for what its close decides
+    /// (the time, the byte counts, the error reason), in a buffer of its exact size:
+    /// an open tunnel holds this instead of the whole record.
+    pub fn hold(&self) -> HeldLine {
+        let target = self.target_text();
+        let mut text = Vec::with_capacity(512);
+        self.write_kind(&mut text);
+        let a = text.len();
+        self.write_before_bytes(&mut text, target.as_deref());
+        let b = text.len();
+        self.write_before_reason(&mut text);
+        let c = text.len();
+        self.write_rest(&mut text, target.as_deref());
+        HeldLine {
+            text: text.into_boxed_slice(),
+            at: [a, b, c].map(|i| u32::try_from(i).unwrap_or(u32::MAX)),
+        }
+    }
+
+    /// A record that carries `held`'s line: [`Line::write_line`] writes it with this
+    /// record's time, byte counts and error reason, and reads nothing else.
+    pub fn from_held(held: HeldLine) -> AccessRecord {
+        AccessRecord {
+            kind: Kind::Ws,
+            time: SystemTime::UNIX_EPOCH,
+            elb: Arc::clone(no_name()),
+            client: SocketAddr::from(([0, 0, 0, 0], 0)),
+            target: None,
+            request_processing_time: None,
+            target_processing_time: None,
+            response_processing_time: None,
+            elb_status_code: None,
+            target_status_code: None,
+            received_bytes: 0,
+            sent_bytes: 0,
+            request: None,
+            texts: RequestTexts::default(),
+            ssl_cipher: None,
+            ssl_protocol: None,
+            target_group_arn: None,
+            trace_id: None,
+            domain_name: None,
+            chosen_cert_arn: None,
+            matched_rule_priority: None,
+            request_creation_time: SystemTime::UNIX_EPOCH,
+            actions_executed: None,
+            redirect_url: None,
+            error_reason: None,
+            classification: None,
+            classification_reason: None,
+            conn_trace_id: super::ConnTraceId::from_bytes([0; 16]),
+            held: Some(held),
+        }
+    }
+}
+
+/// An empty name, shared.
+fn no_name() -> &'static Arc<str> {
+    static EMPTY: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Arc::from(""))
+}
+
+/// A line written in advance but for its time, byte counts and error reason, which go
+/// at the offsets `at` (see [`AccessRecord::hold`]).
+#[derive(Debug, Clone)]
+pub struct HeldLine {
+    text: Box<[u8]>,
+    at: [u32; 3],
+}
+
+impl Line for AccessRecord {
+    /// Written piece by piece (no `format!` machinery): this runs once per request.
+    fn write_line(&self, out: &mut Vec<u8>) {
+        if let Some(held) = &self.held {
+            // A tunnel's line: all but its close was written when it opened.
+            let [a, b, c] = held.at.map(|i| i as usize);
+            out.extend_from_slice(&held.text[..a]);
+            time(out, self.time);
+            out.extend_from_slice(&held.text[a..b]);
+            self.write_bytes(out);
+            out.extend_from_slice(&held.text[b..c]);
+            quoted_name_or_dash(out, self.error_reason);
+            out.extend_from_slice(&held.text[c..]);
+            return;
+        }
+        let target = self.target_text();
+        self.write_kind(out);
+        time(out, self.time);
+        self.write_before_bytes(out, target.as_deref());
+        self.write_bytes(out);
+        self.write_before_reason(out);
+        quoted_name_or_dash(out, self.error_reason);
+        self.write_rest(out, target.as_deref());
+    }
+
     /// Drops what the record shares with requests and the running model: the header
     /// values and URI (which hold a request's buffers), names and ARNs.
     fn recycle(&mut self) -> bool {
+        self.held = None;
         self.request = None;
         self.texts.clear();
         self.target_group_arn = None;
@@ -620,6 +737,41 @@ mod tests {
         UNIX_EPOCH + Duration::from_micros(us)
     }
 
+    /// A line held for a tunnel and finished at its close is the line the whole record
+    /// would have written, whatever the close's time, byte counts and error reason.
+    #[test]
+    fn a_held_line_is_the_records_line() {
+        let mut record = sample();
+        record.kind = Kind::Wss;
+        let held = record.hold();
+        for (time, received, sent, reason) in [
+            (at(1_530_570_999_000_001), 34, 366, None),
+            (
+                at(1_600_000_000_123_456),
+                12_345_678,
+                9,
+                Some("disconnect_reset"),
+            ),
+        ] {
+            record.time = time;
+            record.received_bytes = received;
+            record.sent_bytes = sent;
+            record.error_reason = reason;
+            let mut finished = AccessRecord::from_held(held.clone());
+            finished.time = time;
+            finished.received_bytes = received;
+            finished.sent_bytes = sent;
+            finished.error_reason = reason;
+            let (mut whole, mut from_held) = (Vec::new(), Vec::new());
+            record.write_line(&mut whole);
+            finished.write_line(&mut from_held);
+            assert_eq!(
+                String::from_utf8(from_held).unwrap(),
+                String::from_utf8(whole).unwrap()
+            );
+        }
+    }
+
     /// ALB's documented example of an http line.
     fn sample() -> AccessRecord {
         AccessRecord {
@@ -656,6 +808,7 @@ mod tests {
             classification: None,
             classification_reason: None,
             conn_trace_id: crate::observe::ConnTraceId::from_bytes([0xab; 16]),
+            held: None,
         }
     }
 
@@ -706,6 +859,7 @@ mod tests {
             classification: Some("Severe"),
             classification_reason: Some("BadHeader".into()),
             conn_trace_id: crate::observe::ConnTraceId::from_bytes([0xab; 16]),
+            held: None,
         };
         let mut line = Vec::new();
         record.write_line(&mut line);

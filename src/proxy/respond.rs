@@ -232,6 +232,7 @@ fn line_for(
         conn_trace_id: conn
             .trace_id
             .unwrap_or_else(crate::observe::ConnTraceId::random),
+        held: None,
     };
     let boxed = match spare {
         Some(mut spare) => {
