@@ -16,7 +16,6 @@ use rustls::pki_types::ServerName;
 use support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 /// `/upload` goes to `silent` (a target that never answers), the rest to `app`.
@@ -50,26 +49,6 @@ targets = [ "{silent}" ]
         cert.0.display(),
         cert.1.display()
     )
-}
-
-async fn tls(pki: &Pki, addr: SocketAddr) -> TlsStream<TcpStream> {
-    let connector = TlsConnector::from(pki.client_config(&[b"h2"]));
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let name = ServerName::try_from("localhost").unwrap();
-    within("TLS handshake", connector.connect(name, tcp))
-        .await
-        .unwrap()
-}
-
-/// An h2 client connection (its connection task spawned).
-async fn h2_client(pki: &Pki, addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
-    let (client, conn) = within("h2 handshake", h2::client::handshake(tls(pki, addr).await))
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
 }
 
 fn get() -> http::Request<()> {

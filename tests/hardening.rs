@@ -410,42 +410,6 @@ async fn a_trickled_tls_handshake_is_cut_at_the_handshake_timeout() {
     );
 }
 
-/// An HTTPS listener (h2 offered) in front of `target`, with `idle_timeout`.
-fn h2_config(pki: &Pki, idle: &str, target: SocketAddr) -> String {
-    let (cert, key, _) = pki.leaf("h2-body", &["localhost"]);
-    format!(
-        r#"
-[load_balancer]
-idle_timeout = "{idle}"
-
-[[listener]]
-address = "127.0.0.1"
-port = 0
-protocol = "HTTPS"
-certificates = [ {{ cert = "{}", key = "{}" }} ]
-default_action = {{ type = "forward", target_group = "app" }}
-
-[[target_group]]
-name = "app"
-targets = [ "{target}" ]
-"#,
-        cert.display(),
-        key.display()
-    )
-}
-
-/// An h2 connection to `addr` (its connection task spawned).
-async fn h2_client(pki: &Pki, addr: SocketAddr) -> h2::client::SendRequest<bytes::Bytes> {
-    let tls = pki.connect_alpn(addr, "localhost", &[b"h2"]).await;
-    let (client, conn) = within("h2 handshake", h2::client::handshake(tls))
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
-}
-
 /// Sends a POST of `length` bytes on `client` whose body is sent as `chunks`, one every
 /// `every` (the rest of the body never comes); the response's status and body, and
 /// the time from the last chunk sent to the response.
@@ -501,7 +465,8 @@ async fn h2_upload(
 async fn h2_stream_bodies_are_timed_from_their_last_byte() {
     let pki = Pki::new();
     let target = body_reading_target().await;
-    let proxy = start_proxy(&pki, &h2_config(&pki, "400ms", target)).await;
+    let cert = pki.leaf("h2-body", &["localhost"]);
+    let proxy = start_proxy(&pki, &forward_config(&pki, &cert, "400ms", &[target])).await;
     let mut client = h2_client(&pki, proxy.listener_addr(0)).await;
 
     const PIECE: &[u8] = &[b'x'; 100];
@@ -522,7 +487,7 @@ async fn h2_stream_bodies_are_timed_from_their_last_byte() {
     assert_eq!((status, body.as_str()), (200, "100"), "after the 408");
 
     let silent = silent_target().await;
-    let proxy = start_proxy(&pki, &h2_config(&pki, "400ms", silent)).await;
+    let proxy = start_proxy(&pki, &forward_config(&pki, &cert, "400ms", &[silent])).await;
     let mut client = h2_client(&pki, proxy.listener_addr(0)).await;
     let (status, _, _) = h2_upload(&mut client, 100, &[PIECE], Duration::ZERO).await;
     assert_eq!(status, 504, "a silent target after a whole body");

@@ -194,14 +194,6 @@ impl RecordStream {
             Some(ProtocolVersion::TLSv1_3) => Version::Tls13,
             _ => Version::Tls12,
         };
-        let explicit_nonce = version == Version::Tls12
-            && !matches!(
-                conn.negotiated_cipher_suite().map(|s| s.suite()),
-                Some(
-                    CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
-                        | CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
-                )
-            );
         // Plaintext rustls opened but nobody read yet goes after the prefix.
         let mut opened = BytesMut::new();
         let mut read_closed = false;
@@ -233,6 +225,12 @@ impl RecordStream {
                 return Ok((RecordStream::broken(tcp, version), Bytes::new()));
             }
         };
+        // TLS 1.2's AES-GCM records carry part of their nonce; ChaCha20's do not.
+        let explicit_nonce = version == Version::Tls12
+            && !matches!(
+                secrets.tx.1,
+                ConnectionTrafficSecrets::Chacha20Poly1305 { .. }
+            );
         let keys = Keys::new(secrets.rx).and_then(|rx| Ok((rx, Keys::new(secrets.tx)?)));
         let Ok((rx, tx)) = keys else {
             return Ok((RecordStream::broken(tcp, version), Bytes::new()));

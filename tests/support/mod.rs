@@ -132,6 +132,19 @@ impl Pki {
     }
 }
 
+/// An HTTP/2 client connection over TLS (ALPN `h2`, SNI `localhost`) to `addr`, its
+/// connection task spawned.
+pub async fn h2_client(pki: &Pki, addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
+    let tls = pki.connect_alpn(addr, "localhost", &[b"h2"]).await;
+    let (client, conn) = within("h2 handshake", h2::client::handshake(tls))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
 /// A keep-alive HTTP/1.1 client connection to `addr` (its connection task spawned).
 pub async fn http_client(
     addr: SocketAddr,
