@@ -21,6 +21,8 @@ use proptest::test_runner::Config as ProptestConfig;
 
 #[path = "properties/config.rs"]
 mod config_loader;
+#[path = "properties/forwarded.rs"]
+mod forwarded;
 #[path = "properties/head.rs"]
 mod head;
 #[path = "properties/query.rs"]

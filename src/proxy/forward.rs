@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{HeaderValue, CONNECTION, HOST};
+use http::header::HOST;
 use http::uri::{Parts, Uri};
 use http::{Method, Request, Response, Version};
 use http_body_util::Either;
@@ -15,7 +15,9 @@ use tokio::time::{Instant, Sleep};
 
 use super::client_io::{BodyClock, BodyWatch, RequestBody};
 use super::error::TargetError;
-use super::headers::{close_target_connection, connection_has, strip_hop_by_hop, Forwarded};
+use super::headers::{
+    close_target_connection, connection_has, host_value, strip_hop_by_hop, Forwarded,
+};
 use super::upstream::{self, Conn, Expect, PooledBody, RawAnswer, Sender, Upstream};
 use super::ProxyBody;
 use crate::target_group::InFlight;
@@ -38,18 +40,10 @@ pub async fn forward(
     let (mut parts, body) = req.into_parts();
     let authority = parts.uri.authority().map(|a| a.as_str().to_string());
     strip_hop_by_hop(&mut parts.headers, false);
-    // X-Forwarded-For/-Proto/-Port, X-Amzn-Trace-Id and maybe Host: grow the map once.
-    parts.headers.reserve(5);
-    fwd.apply(&mut parts.headers, authority.as_deref());
-    close_target_connection(&parts.extensions, &mut parts.headers);
-    if !parts.headers.contains_key(HOST) {
-        // A request without Host (HTTP/1.0) names the target, as an HTTP client would.
-        parts.headers.insert(HOST, host_value(target.addr));
-    }
+    // `Connection: close` toward the target (desync mitigation): not reused afterwards.
+    let reuse = !close_target_connection(&parts.extensions, &mut parts.headers);
     request_target(&mut parts.uri, &parts.method, target.addr);
     parts.version = Version::HTTP_11;
-    // `Connection: close` toward the target (desync mitigation): not reused afterwards.
-    let reuse = !parts.headers.contains_key(CONNECTION);
     // A request without a body needs no hyper client (see `upstream`).
     let bodiless = body.is_end_stream() && parts.method != Method::CONNECT;
     let pool = upstream.pool(target);
@@ -63,20 +57,31 @@ pub async fn forward(
     // future (a large one) into its own state.
     let exchange = std::pin::pin!(async {
         let taken = pool.take(upstream.idle_timeout());
-        let (mut sender, reused, req) = match (taken, bodiless) {
-            (Some(Conn::Raw(stream)), true) => {
-                return exchange_raw(upstream, stream, parts, body, true).await
-            }
-            (None, true) => {
-                let stream = upstream.connect(target.addr).await?;
-                return exchange_raw(upstream, stream, parts, body, false).await;
-            }
-            (Some(Conn::Hyper(sender)), _) => (sender, true, Request::from_parts(parts, body)),
-            (Some(Conn::Raw(stream)), _) => {
+        if bodiless && !matches!(taken, Some(Conn::Hyper(_))) {
+            // Written straight into the head: X-Forwarded-*, the trace id, Host.
+            let head = upstream::encode_request_head(&parts, |out| {
+                fwd.write_headers(&parts.headers, authority.as_deref(), Some(target.addr), out)
+            });
+            let (stream, reused) = match taken {
+                Some(Conn::Raw(stream)) => (stream, true),
+                _ => (upstream.connect(target.addr).await?, false),
+            };
+            return exchange_raw(upstream, stream, &head, parts, body, reused).await;
+        }
+        // X-Forwarded-For/-Proto/-Port, X-Amzn-Trace-Id and maybe Host: grow the map once.
+        parts.headers.reserve(5);
+        fwd.apply(&mut parts.headers, authority.as_deref());
+        if !parts.headers.contains_key(HOST) {
+            // A request without Host (HTTP/1.0) names the target, as an HTTP client would.
+            parts.headers.insert(HOST, host_value(target.addr));
+        }
+        let (mut sender, reused, req) = match taken {
+            Some(Conn::Hyper(sender)) => (sender, true, Request::from_parts(parts, body)),
+            Some(Conn::Raw(stream)) => {
                 let sender = upstream.handshake(stream).await?;
                 (sender, true, Request::from_parts(parts, body))
             }
-            (None, _) => {
+            None => {
                 let stream = upstream.connect(target.addr).await?;
                 let sender = upstream.handshake(stream).await?;
                 (sender, false, Request::from_parts(parts, body))
@@ -163,15 +168,15 @@ enum Answer {
 async fn exchange_raw(
     upstream: &Upstream,
     stream: TcpStream,
+    head: &[u8],
     mut parts: http::request::Parts,
     body: RequestBody,
     reused: bool,
 ) -> Result<(http::response::Parts, Answer), TargetError> {
-    let head = upstream::encode_request_head(&parts);
     let headers = std::mem::take(&mut parts.headers);
     let answer = upstream::exchange(
         stream,
-        &head,
+        head,
         &parts.method,
         Expect::Response,
         headers,
@@ -226,17 +231,4 @@ fn request_target(uri: &mut Uri, method: &Method, target: SocketAddr) {
         }
         _ => Uri::default(),
     };
-}
-
-/// `Host` naming the target: `ip:port`, or the bare address on port 80.
-fn host_value(target: SocketAddr) -> HeaderValue {
-    let text = if target.port() == 80 {
-        match target.ip() {
-            std::net::IpAddr::V4(ip) => ip.to_string(),
-            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-        }
-    } else {
-        target.to_string()
-    };
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("localhost"))
 }

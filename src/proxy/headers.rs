@@ -26,11 +26,13 @@ pub static X_AMZN_TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-i
 pub struct CloseTarget;
 
 /// Ask the target to close its connection after this request when the request carries
-/// [`CloseTarget`] (and no `Connection` header of its own).
-pub fn close_target_connection(extensions: &http::Extensions, headers: &mut HeaderMap) {
+/// [`CloseTarget`] (and no `Connection` header of its own). Returns whether it asks.
+pub fn close_target_connection(extensions: &http::Extensions, headers: &mut HeaderMap) -> bool {
     if extensions.get::<CloseTarget>().is_some() && !headers.contains_key(CONNECTION) {
         headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        return true;
     }
+    false
 }
 
 /// ALB answers 463 when X-Forwarded-For already holds more than this many addresses.
@@ -241,87 +243,227 @@ impl Forwarded {
         // The load balancer answered `100 Continue` itself (hyper does, as soon as the
         // body is read for forwarding); the target must not wait for its own.
         headers.remove(EXPECT);
-        self.apply_xff(headers);
+        match self.xff_mode {
+            XffMode::Preserve => {}
+            XffMode::Remove => {
+                headers.remove(&X_FORWARDED_FOR);
+            }
+            // One lookup of the name, whether the header is there or not.
+            XffMode::Append => match headers.entry(&X_FORWARDED_FOR) {
+                Entry::Vacant(e) => {
+                    if let Some(v) = self.xff_value(std::iter::empty()) {
+                        e.insert(v);
+                    }
+                }
+                Entry::Occupied(mut e) => {
+                    if let Some(v) = self.xff_value(e.iter()) {
+                        e.insert(v);
+                    }
+                }
+            },
+        }
         headers.insert(
             X_FORWARDED_PROTO.clone(),
             HeaderValue::from_static(self.protocol.scheme()),
         );
         headers.insert(X_FORWARDED_PORT.clone(), self.port_value.clone());
         if !self.preserve_host_header {
-            self.rewrite_host(headers, authority);
+            if let Some(host) = self.rewritten_host(headers.get(HOST), authority) {
+                headers.insert(HOST, host);
+            }
         }
-        match &self.trace {
-            None => apply_trace_id(headers),
-            Some(value) => set_trace_id(headers, value.clone()),
+        match headers.entry(&X_AMZN_TRACE_ID) {
+            Entry::Vacant(e) => {
+                e.insert(self.trace_for(None));
+            }
+            Entry::Occupied(mut e) => {
+                let value = self.trace_for(Some(e.get()));
+                e.insert(value);
+            }
         }
         if let Some(mtls) = &self.mtls {
             mtls.apply(headers);
         }
     }
 
-    fn apply_xff(&self, headers: &mut HeaderMap) {
-        match self.xff_mode {
-            XffMode::Preserve => {}
-            XffMode::Remove => {
-                headers.remove(&X_FORWARDED_FOR);
-            }
-            XffMode::Append => {
-                let mut buf = [0u8; 64];
-                let me = client_address(&mut buf, self.client, self.xff_client_port);
-                // One lookup of the name, whether the header is there or not.
-                match headers.entry(&X_FORWARDED_FOR) {
-                    Entry::Vacant(e) => {
-                        if let Ok(v) = HeaderValue::from_bytes(me) {
-                            e.insert(v);
-                        }
-                    }
-                    Entry::Occupied(mut e) => {
-                        let mut joined = Vec::with_capacity(64);
-                        for v in e.iter() {
-                            if let Ok(s) = v.to_str() {
-                                let s = s.trim();
-                                if !s.is_empty() {
-                                    joined.extend_from_slice(s.as_bytes());
-                                    joined.extend_from_slice(b", ");
-                                }
-                            }
-                        }
-                        joined.extend_from_slice(me);
-                        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)) {
-                            e.insert(v);
+    /// Write `headers` as HTTP/1 header lines into `out`, with the changes
+    /// [`Forwarded::apply`] makes, without changing the map: the raw exchange's way, which
+    /// spares the map the insertions and their hashing. A header `apply` replaces is
+    /// written in the client's header's place; one the client did not send, after the
+    /// client's headers, in `apply`'s order. `default_host`: the `Host` to send (the
+    /// target's address, see [`host_value`]) when the request has none.
+    pub fn write_headers(
+        &self,
+        headers: &HeaderMap,
+        authority: Option<&str>,
+        default_host: Option<SocketAddr>,
+        out: &mut Vec<u8>,
+    ) {
+        let (mut xff, mut proto, mut port, mut trace) = (false, false, false, false);
+        // Host: seen yet, and whether the client's values go out as they are.
+        let (mut host_seen, mut host_kept) = (false, true);
+        for (name, value) in headers {
+            match self.role(name) {
+                Role::Keep => header_line(out, name.as_str(), value.as_bytes()),
+                Role::Drop => {}
+                Role::Xff => {
+                    if !std::mem::replace(&mut xff, true) {
+                        let sent = headers.get_all(&X_FORWARDED_FOR);
+                        if let Some(v) = self.xff_value(sent.iter()) {
+                            header_line(out, name.as_str(), v.as_bytes());
                         }
                     }
                 }
+                Role::Proto => {
+                    if !std::mem::replace(&mut proto, true) {
+                        header_line(out, name.as_str(), self.protocol.scheme().as_bytes());
+                    }
+                }
+                Role::Port => {
+                    if !std::mem::replace(&mut port, true) {
+                        header_line(out, name.as_str(), self.port_value.as_bytes());
+                    }
+                }
+                Role::Trace => {
+                    if !std::mem::replace(&mut trace, true) {
+                        let v = self.trace_for(Some(value));
+                        header_line(out, name.as_str(), v.as_bytes());
+                    }
+                }
+                Role::Host => {
+                    if !std::mem::replace(&mut host_seen, true) && !self.preserve_host_header {
+                        if let Some(v) = self.rewritten_host(Some(value), authority) {
+                            header_line(out, name.as_str(), v.as_bytes());
+                            host_kept = false;
+                        }
+                    }
+                    if host_kept {
+                        header_line(out, name.as_str(), value.as_bytes());
+                    }
+                }
             }
+        }
+        if self.xff_mode == XffMode::Append && !xff {
+            if let Some(v) = self.xff_value(std::iter::empty()) {
+                header_line(out, X_FORWARDED_FOR.as_str(), v.as_bytes());
+            }
+        }
+        if !proto {
+            header_line(
+                out,
+                X_FORWARDED_PROTO.as_str(),
+                self.protocol.scheme().as_bytes(),
+            );
+        }
+        if !port {
+            header_line(out, X_FORWARDED_PORT.as_str(), self.port_value.as_bytes());
+        }
+        if !host_seen && !self.preserve_host_header {
+            if let Some(v) = self.rewritten_host(None, authority) {
+                header_line(out, HOST.as_str(), v.as_bytes());
+                host_seen = true;
+            }
+        }
+        if !trace {
+            header_line(
+                out,
+                X_AMZN_TRACE_ID.as_str(),
+                self.trace_for(None).as_bytes(),
+            );
+        }
+        if let Some(mtls) = &self.mtls {
+            for (name, value) in &mtls.0 {
+                header_line(out, name.as_str(), value.as_bytes());
+            }
+        }
+        if let (false, Some(target)) = (host_seen, default_host) {
+            header_line(out, HOST.as_str(), host_value(target).as_bytes());
+        }
+    }
+
+    /// What [`Forwarded::write_headers`] does with a header of this name.
+    fn role(&self, name: &HeaderName) -> Role {
+        if name == HOST {
+            Role::Host
+        } else if name == EXPECT {
+            Role::Drop
+        } else if *name == X_FORWARDED_FOR {
+            match self.xff_mode {
+                XffMode::Preserve => Role::Keep,
+                XffMode::Remove => Role::Drop,
+                XffMode::Append => Role::Xff,
+            }
+        } else if *name == X_FORWARDED_PROTO {
+            Role::Proto
+        } else if *name == X_FORWARDED_PORT {
+            Role::Port
+        } else if *name == X_AMZN_TRACE_ID {
+            Role::Trace
+        } else if self.mtls.is_some() && name.as_str().starts_with("x-amzn-mtls-") {
+            Role::Drop
+        } else {
+            Role::Keep
+        }
+    }
+
+    /// X-Forwarded-For in append mode: the addresses the client sent, then its own.
+    fn xff_value<'a>(&self, sent: impl Iterator<Item = &'a HeaderValue>) -> Option<HeaderValue> {
+        let mut buf = [0u8; 64];
+        let me = client_address(&mut buf, self.client, self.xff_client_port);
+        let mut joined: Option<Vec<u8>> = None;
+        for v in sent {
+            if let Ok(s) = v.to_str() {
+                let s = s.trim();
+                if !s.is_empty() {
+                    let j = joined.get_or_insert_with(|| Vec::with_capacity(64));
+                    j.extend_from_slice(s.as_bytes());
+                    j.extend_from_slice(b", ");
+                }
+            }
+        }
+        match joined {
+            None => HeaderValue::from_bytes(me).ok(),
+            Some(mut j) => {
+                j.extend_from_slice(me);
+                HeaderValue::from_maybe_shared(bytes::Bytes::from(j)).ok()
+            }
+        }
+    }
+
+    /// The trace id to send for a request that came with `sent`.
+    fn trace_for(&self, sent: Option<&HeaderValue>) -> HeaderValue {
+        match &self.trace {
+            Some(value) => value.clone(),
+            None => trace_value(sent).0,
         }
     }
 
     /// ALB's Host rule with `preserve_host_header` off: lower-case the host; on ports 80
     /// and 443 strip any port, on other listener ports append `:<port>` when absent.
-    /// An absolute-form request line wins over the Host header.
-    fn rewrite_host(&self, headers: &mut HeaderMap, authority: Option<&str>) {
-        if authority.is_none() {
-            // Already in the rule's shape (the usual case): nothing to rewrite.
-            let Some(h) = headers.get(HOST).and_then(|v| v.to_str().ok()) else {
-                return;
-            };
-            let bare_port = self.port == 80 || self.port == 443;
-            if !h.bytes().any(|b| b.is_ascii_uppercase())
-                && split_host_port(h).1.is_some() != bare_port
-            {
-                return;
-            }
-        }
+    /// An absolute-form request line wins over the Host header. `None`: the client's
+    /// Host (`current`) goes as it is.
+    fn rewritten_host(
+        &self,
+        current: Option<&HeaderValue>,
+        authority: Option<&str>,
+    ) -> Option<HeaderValue> {
+        let bare_port = self.port == 80 || self.port == 443;
         let host = match authority {
-            Some(a) => a.to_string(),
-            None => match headers.get(HOST).and_then(|v| v.to_str().ok()) {
-                Some(h) => h.to_string(),
-                None => return,
-            },
+            Some(a) => a,
+            None => {
+                let h = current?.to_str().ok()?;
+                // Already in the rule's shape (the usual case): nothing to rewrite.
+                if !h.bytes().any(|b| b.is_ascii_uppercase())
+                    && split_host_port(h).1.is_some() != bare_port
+                {
+                    return None;
+                }
+                h
+            }
         };
-        let (name, port) = split_host_port(&host);
+        let (name, port) = split_host_port(host);
         let name = name.to_ascii_lowercase();
-        let value = if self.port == 80 || self.port == 443 {
+        let value = if bare_port {
             name
         } else {
             match port {
@@ -329,10 +471,42 @@ impl Forwarded {
                 None => format!("{name}:{}", self.port),
             }
         };
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(HOST, v);
-        }
+        HeaderValue::from_str(&value).ok()
     }
+}
+
+/// What [`Forwarded::write_headers`] does with one of the client's headers.
+#[derive(Clone, Copy)]
+enum Role {
+    Keep,
+    Drop,
+    Xff,
+    Proto,
+    Port,
+    Trace,
+    Host,
+}
+
+/// One `name: value` line of an HTTP/1 head.
+fn header_line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `Host` naming a target: `ip:port`, or the bare address on port 80 (as an HTTP client
+/// writes it for a request that has none, HTTP/1.0's).
+pub fn host_value(target: SocketAddr) -> HeaderValue {
+    let text = if target.port() == 80 {
+        match target.ip() {
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        }
+    } else {
+        target.to_string()
+    };
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("localhost"))
 }
 
 /// Split `host[:port]`, keeping IPv6 literals in brackets intact.
@@ -443,19 +617,6 @@ pub fn apply_trace_id(headers: &mut HeaderMap) {
         }
         Entry::Occupied(mut e) => {
             let value = trace_value(Some(e.get())).0;
-            e.insert(value);
-        }
-    }
-}
-
-/// [`apply_trace_id`] with the value worked out beforehand (by [`trace_value`], when the
-/// request arrived, for the access log): in the client's header's place, or last.
-pub fn set_trace_id(headers: &mut HeaderMap, value: HeaderValue) {
-    match headers.entry(&X_AMZN_TRACE_ID) {
-        Entry::Vacant(e) => {
-            e.insert(value);
-        }
-        Entry::Occupied(mut e) => {
             e.insert(value);
         }
     }

@@ -68,7 +68,6 @@ pub async fn upgrade(
     let (mut parts, body) = req.into_parts();
     let authority = parts.uri.authority().map(|a| a.as_str().to_string());
     strip_hop_by_hop(&mut parts.headers, true);
-    fwd.apply(&mut parts.headers, authority.as_deref());
     parts.uri = match parts.uri.path_and_query() {
         Some(pq) => pq
             .as_str()
@@ -82,7 +81,10 @@ pub async fn upgrade(
     let (head, target_side) = if body.is_end_stream() {
         // The usual upgrade (a WebSocket handshake has no body): write the head and read
         // the answer's head here, without an HTTP client connection and its task.
-        let request_head = upstream::encode_request_head(&parts);
+        // Written straight into the head: X-Forwarded-*, the trace id, Host.
+        let request_head = upstream::encode_request_head(&parts, |out| {
+            fwd.write_headers(&parts.headers, authority.as_deref(), None, out)
+        });
         let headers = std::mem::take(&mut parts.headers);
         let exchange = upstream::exchange(
             stream,
@@ -128,6 +130,7 @@ pub async fn upgrade(
             let parts = conn.without_shutdown().await;
             let _ = handed.send(parts.map(|p| (p.io.into_inner(), p.read_buf)));
         });
+        fwd.apply(&mut parts.headers, authority.as_deref());
         let request = Request::from_parts(parts, body);
         let resp = match tokio::time::timeout(idle_timeout, sender.send_request(request)).await {
             Err(_) => return Err(TargetError::ResponseTimeout),

@@ -54,9 +54,16 @@ pub enum RawAnswer {
     ForHyper(TcpStream, BytesMut),
 }
 
-/// The request head as hyper's client writes it for a request without a body.
-pub fn encode_request_head(parts: &http::request::Parts) -> Vec<u8> {
-    let mut head = Vec::with_capacity(64 + parts.headers.len() * 48);
+/// The request head as hyper's client writes it for a request without a body: the
+/// request line of `parts`, then the header lines `write_headers` writes (for a
+/// forwarded request, [`Forwarded::write_headers`](crate::proxy::headers::Forwarded::write_headers)),
+/// then the empty line.
+pub fn encode_request_head(
+    parts: &http::request::Parts,
+    write_headers: impl FnOnce(&mut Vec<u8>),
+) -> Vec<u8> {
+    // Room for the client's headers and the five or so the load balancer adds.
+    let mut head = Vec::with_capacity(320 + parts.headers.len() * 48);
     head.extend_from_slice(parts.method.as_str().as_bytes());
     head.push(b' ');
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -66,12 +73,7 @@ pub fn encode_request_head(parts: &http::request::Parts) -> Vec<u8> {
         target.as_bytes()
     });
     head.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
+    write_headers(&mut head);
     head.extend_from_slice(b"\r\n");
     head
 }
