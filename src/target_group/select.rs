@@ -31,6 +31,8 @@ pub struct CookiePlan<'a> {
     /// The request carried the application's cookie but its `AWSALBAPP` target could
     /// not be used: the session is stuck to the new target.
     app_restick: bool,
+    /// The client is Chromium 80 or later (asked with application-cookie stickiness
+    /// only, the one place it changes a cookie).
     chromium: bool,
 }
 
@@ -90,7 +92,9 @@ impl GroupSet {
                 target: target.addr,
                 group_stickiness: forward.stickiness,
                 app_restick: had_app_cookie && !honoured,
-                chromium: sticky::is_chromium_80_plus(headers),
+                // Asked only where it matters: the application cookie's shards.
+                chromium: matches!(settings.stickiness, Some(Stickiness::AppCookie { .. }))
+                    && sticky::is_chromium_80_plus(headers),
             },
             in_flight: InFlight::new(target),
         })
