@@ -309,3 +309,50 @@ async fn embedded_default_config_parses_with_generated_certificate() {
     assert_eq!(cfg.backends.len(), 2);
     assert_eq!(cfg.target_groups[0].targets.len(), 2);
 }
+
+/// ALB's `client_keep_alive`: a connection that has lived past it still gets its next
+/// request served, with `Connection: close`, and is then closed; before that, requests
+/// keep it open.
+#[tokio::test]
+async fn client_keep_alive_makes_the_next_request_the_last() {
+    let pki = Pki::new();
+    let cert = pki.leaf("localhost", &["localhost"]);
+    let target = echo_head_target().await;
+    let text = forward_config(&pki, &cert, "60s", &[target]).replacen(
+        "[load_balancer]\n",
+        "[load_balancer]\nclient_keep_alive = \"500ms\"\n",
+        1,
+    );
+    let proxy = start_proxy(&pki, &text).await;
+    let request = b"GET /k HTTP/1.1\r\nHost: example.com\r\n\r\n";
+
+    let mut stream = TcpStream::connect(proxy.listener_addr(1)).await.unwrap();
+    let opened = Instant::now();
+    stream.write_all(request).await.unwrap();
+    let first = read_response(&mut stream).await;
+    assert!(first.starts_with("HTTP/1.1 200 OK\r\n"), "{first}");
+    assert!(
+        !first.to_ascii_lowercase().contains("connection: close"),
+        "{first}"
+    );
+
+    // Past the configured lifetime: one more request is served, and it is the last.
+    tokio::time::sleep_until((opened + Duration::from_millis(600)).into()).await;
+    let last = raw_exchange(&mut stream, request).await;
+    assert!(last.starts_with("HTTP/1.1 200 OK\r\n"), "{last}");
+    assert!(
+        last.to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{last}"
+    );
+    assert_eq!(status_of(&last), 200);
+
+    // A new connection starts a new lifetime.
+    let mut stream = TcpStream::connect(proxy.listener_addr(1)).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let fresh = read_response(&mut stream).await;
+    assert!(
+        !fresh.to_ascii_lowercase().contains("connection: close"),
+        "{fresh}"
+    );
+}

@@ -124,3 +124,83 @@ async fn http2_enabled_false_offers_only_http11() {
         "{resp}"
     );
 }
+
+/// `n` GET requests on `client`, up to 100 at a time; each must get a 200.
+async fn h2_gets(client: &mut h2::client::SendRequest<bytes::Bytes>, n: usize) {
+    let mut pending = std::collections::VecDeque::new();
+    for i in 0..n {
+        let req = http::Request::builder()
+            .uri(format!("https://localhost/r{i}"))
+            .body(())
+            .unwrap();
+        let mut ready = within("h2 stream capacity", client.clone().ready())
+            .await
+            .unwrap();
+        let (resp, _) = ready.send_request(req, true).unwrap();
+        pending.push_back(resp);
+        if pending.len() >= 100 || i + 1 == n {
+            while let Some(resp) = pending.pop_front() {
+                let resp = within("h2 response", resp).await.unwrap();
+                assert_eq!(resp.status(), 200);
+            }
+        }
+    }
+}
+
+/// ALB ends an HTTP/2 connection with GOAWAY once it has served 10,000 requests; every
+/// one of them is answered.
+#[tokio::test]
+async fn h2_connection_ends_with_goaway_after_10000_requests() {
+    let pki = Pki::new();
+    let cert = pki.leaf("localhost", &["localhost"]);
+    let app = named_target("app").await;
+    let proxy = start_proxy(&pki, &config(&cert, "", app, app)).await;
+    let tls = connect(&pki, proxy.listener_addr(0), &[b"h2"]).await;
+    let (mut client, conn) = within("h2 handshake", h2::client::handshake(tls))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+
+    h2_gets(&mut client, 9_999).await;
+    assert!(
+        !conn.is_finished(),
+        "the connection ended before 10,000 requests"
+    );
+    // The 10,000th is served, then the load balancer says GOAWAY and closes.
+    h2_gets(&mut client, 1).await;
+    let ended = within("the connection's end", conn).await.unwrap();
+    assert!(ended.is_ok(), "a GOAWAY ends it cleanly: {ended:?}");
+    let req = http::Request::builder()
+        .uri("https://localhost/after")
+        .body(())
+        .unwrap();
+    assert!(client.send_request(req, true).is_err());
+}
+
+/// ALB's `client_keep_alive` on HTTP/2: a request on a connection past it is served,
+/// then the connection ends with GOAWAY.
+#[tokio::test]
+async fn h2_client_keep_alive_ends_with_goaway_after_the_next_request() {
+    let pki = Pki::new();
+    let cert = pki.leaf("localhost", &["localhost"]);
+    let app = named_target("app").await;
+    let lb = "client_keep_alive = \"500ms\"";
+    let proxy = start_proxy(&pki, &config(&cert, lb, app, app)).await;
+    let opened = std::time::Instant::now();
+    let tls = connect(&pki, proxy.listener_addr(0), &[b"h2"]).await;
+    let (mut client, conn) = within("h2 handshake", h2::client::handshake(tls))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+
+    h2_gets(&mut client, 3).await;
+    assert!(!conn.is_finished());
+    tokio::time::sleep_until((opened + std::time::Duration::from_millis(600)).into()).await;
+    assert!(
+        !conn.is_finished(),
+        "an idle connection past its lifetime stays open"
+    );
+    h2_gets(&mut client, 1).await;
+    let ended = within("the connection's end", conn).await.unwrap();
+    assert!(ended.is_ok(), "a GOAWAY ends it cleanly: {ended:?}");
+}

@@ -187,6 +187,8 @@ pub struct ConnState {
     /// Bytes read from and written to the client while it spoke HTTP (heads included).
     pub received: AtomicU64,
     pub sent: AtomicU64,
+    /// When serving began: `client_keep_alive` counts from here.
+    opened: std::time::Instant,
     /// How the current request body is arriving.
     pub body: BodyClock,
 }
@@ -211,8 +213,15 @@ impl ConnState {
             tunnel: Mutex::default(),
             received: AtomicU64::new(0),
             sent: AtomicU64::new(0),
+            opened: std::time::Instant::now(),
             body: BodyClock::default(),
         }
+    }
+
+    /// Has the connection lived past `keep_alive` (ALB's `client_keep_alive`)? Its next
+    /// request is then its last: served, and answered with `Connection: close`.
+    pub fn outlived(&self, keep_alive: std::time::Duration) -> bool {
+        self.opened.elapsed() >= keep_alive
     }
 
     /// Hold `record` until its response is out (see [`ConnState::write_pending`]).

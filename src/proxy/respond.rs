@@ -80,6 +80,7 @@ pub(super) async fn http1(
     conn.write_pending();
     let (verdict, _in_flight) = conn.next_verdict();
     let view = ctx.view();
+    let last = conn.outlived(view.model.config.load_balancer.client_keep_alive);
     let metrics = &ctx.runtime.metrics;
     let close_after = match verdict.action {
         head::HeadAction::Reject(e) => {
@@ -151,8 +152,11 @@ pub(super) async fn http1(
     if let Some(tunnel) = tunnel {
         conn.leave_tunnel(tunnel);
     }
-    // A request the client stopped sending (408) leaves the connection mid-body.
-    if close_after || resp.status() == http::StatusCode::REQUEST_TIMEOUT {
+    // A request the client stopped sending (408) leaves the connection mid-body; one
+    // past `client_keep_alive` is the connection's last (not a `101`: the tunnel is the
+    // connection's from then on).
+    let last = last && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS;
+    if close_after || last || resp.status() == http::StatusCode::REQUEST_TIMEOUT {
         resp.headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }

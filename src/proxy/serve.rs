@@ -288,7 +288,11 @@ async fn serve_http1<S: ClientStream>(
         .max_headers(head::MAX_HEADERS)
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), service);
-    let ended = until_stopped(Pin::new(&mut conn), &ctx, |c| c.graceful_shutdown()).await;
+    // `client_keep_alive` ends it by a `Connection: close` on a response (respond::http1).
+    let ended = until_stopped(Pin::new(&mut conn), &ctx, std::future::pending(), |c| {
+        c.graceful_shutdown()
+    })
+    .await;
     if let Some(Err(e)) = &ended {
         tracing::debug!("Client connection ended with an error: {}", Chain(e));
     }
@@ -320,15 +324,22 @@ async fn serve_http2<S: ClientStream>(
     ctx: Arc<ListenerContext>,
     info: Arc<ConnInfo>,
 ) {
+    let lifetime = Arc::new(H2Lifetime::new());
     let svc_ctx = ctx.clone();
-    let service = service_fn(move |req| respond::http2(req, svc_ctx.clone(), peer, info.clone()));
+    let svc_lifetime = lifetime.clone();
+    let service = service_fn(move |req| {
+        svc_lifetime.request(&svc_ctx);
+        respond::http2(req, svc_ctx.clone(), peer, info.clone())
+    });
     let conn = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .max_header_list_size(head::MAX_HEAD as u32)
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    if let Some(Err(e)) = until_stopped(conn, &ctx, |c| c.graceful_shutdown()).await {
+    // GOAWAY once the connection has lived its lifetime: its current streams complete.
+    let ending = lifetime.ending.notified();
+    if let Some(Err(e)) = until_stopped(conn, &ctx, ending, |c| c.graceful_shutdown()).await {
         tracing::debug!(
             "HTTP/2 client connection ended with an error: {}",
             Chain(&e)
@@ -336,26 +347,72 @@ async fn serve_http2<S: ClientStream>(
     }
 }
 
-/// Drive one client connection to its end (`Some` with how it ended). When its listener
-/// stops (removed by a config change, or shutdown begins), the connection is asked to
-/// finish gracefully (its current requests complete, nothing new is read); when shutdown
-/// closes everything, it is left where it stands (`None`) and dropped by the caller.
+/// ALB's requests per HTTP/2 client connection: the one that reaches it is served, then
+/// `GOAWAY`.
+pub const MAX_H2_REQUESTS: u32 = 10_000;
+
+/// How long an HTTP/2 client connection has lived: its age and its requests. A request
+/// that finds it past `client_keep_alive`, or that is its [`MAX_H2_REQUESTS`]th, is
+/// served and then the connection ends with `GOAWAY`, as ALB does.
+struct H2Lifetime {
+    opened: std::time::Instant,
+    requests: std::sync::atomic::AtomicU32,
+    ending: tokio::sync::Notify,
+}
+
+impl H2Lifetime {
+    fn new() -> H2Lifetime {
+        H2Lifetime {
+            opened: std::time::Instant::now(),
+            requests: std::sync::atomic::AtomicU32::new(0),
+            ending: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Count a request arriving; ask for the end when it is the last one.
+    fn request(&self, ctx: &ListenerContext) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = self.requests.fetch_add(1, Relaxed).saturating_add(1);
+        let keep_alive = ctx.view().model.config.load_balancer.client_keep_alive;
+        if n >= MAX_H2_REQUESTS || self.opened.elapsed() >= keep_alive {
+            tracing::debug!(
+                requests = n,
+                "The HTTP/2 connection ends after this request (GOAWAY)."
+            );
+            self.ending.notify_one();
+        }
+    }
+}
+
+/// Drive one client connection to its end (`Some` with how it ended). When `ending`
+/// completes (the connection has lived its lifetime) or its listener stops (removed by a
+/// config change, or shutdown begins), the connection is asked to finish gracefully (its
+/// current requests complete, nothing new is read); when shutdown closes everything, it
+/// is left where it stands (`None`) and dropped by the caller.
 async fn until_stopped<C, E>(
     mut conn: Pin<&mut C>,
     ctx: &ListenerContext,
-    graceful: impl FnOnce(Pin<&mut C>),
+    ending: impl Future<Output = ()>,
+    graceful: impl Fn(Pin<&mut C>),
 ) -> Option<Result<(), E>>
 where
     C: Future<Output = Result<(), E>>,
 {
-    tokio::select! {
-        r = conn.as_mut() => Some(r),
-        _ = ctx.stop.cancelled() => {
-            graceful(conn.as_mut());
-            tokio::select! {
-                r = conn => Some(r),
-                _ = ctx.runtime.shutdown.close_all.cancelled() => None,
+    tokio::pin!(ending);
+    let mut asked = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => return Some(r),
+            () = &mut ending, if !asked => {
+                asked = true;
+                graceful(conn.as_mut());
             }
+            _ = ctx.stop.cancelled() => break,
         }
+    }
+    graceful(conn.as_mut());
+    tokio::select! {
+        r = conn => Some(r),
+        _ = ctx.runtime.shutdown.close_all.cancelled() => None,
     }
 }
