@@ -560,7 +560,6 @@ impl TargetGroupState {
         }
         let counter = self.next.fetch_add(1, Ordering::Relaxed);
         let candidates = || snapshot.iter().filter(eligible);
-        let now = Instant::now();
         let index = match settings.algorithm {
             Algorithm::LeastOutstandingRequests => {
                 balancer::least_outstanding(candidates().map(|t| t.outstanding()), counter)
@@ -575,6 +574,8 @@ impl TargetGroupState {
                     } else {
                         balancer::spread_roll(counter)
                     };
+                    // The clock is read only where a weight needs it.
+                    let now = Instant::now();
                     let weights = candidates().map(|t| self.slow_start_weight(t, now));
                     balancer::weighted(weights, roll)
                 } else {
