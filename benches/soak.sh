@@ -4,7 +4,7 @@
 # long or hostile conditions, on loopback only. Not part of `cargo test`.
 #
 #   benches/soak.sh [--minutes M] [--out FILE] [--no-build] [--keep]
-#                   [all|idle_wss|churn|targets|reload|shutdown ...]
+#                   [all|idle_wss|churn|targets|reload|shutdown|h2 ...]
 #
 # Scenarios (RELIABILITY.md has what each checks and the figures of a run):
 #   idle_wss  9,900 idle wss tunnels held M minutes (default 10), then each echoes once
@@ -15,6 +15,8 @@
 #             configs, M minutes (default 3)
 #   shutdown  SIGTERM with slow requests (and, every other round, tunnels) in flight,
 #             fresh rounds for M minutes (default 3)
+#   h2        M minutes (default 10) of HTTP/2 GETs over TLS on a few connections with
+#             streams in flight, each connection opened again after ALB's GOAWAY
 #
 # --minutes M sets every scenario's length (short runs: --minutes 1). Each scenario
 # prints a one-line summary and appends one JSON line to FILE (default
@@ -36,12 +38,12 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --keep) KEEP=1; shift ;;
-        all) SCENARIOS+=(idle_wss churn targets reload shutdown); shift ;;
-        idle_wss|churn|targets|reload|shutdown) SCENARIOS+=("$1"); shift ;;
-        *) sed -n '2,27p' "$0"; exit 2 ;;
+        all) SCENARIOS+=(idle_wss churn targets reload shutdown h2); shift ;;
+        idle_wss|churn|targets|reload|shutdown|h2) SCENARIOS+=("$1"); shift ;;
+        *) sed -n '2,29p' "$0"; exit 2 ;;
     esac
 done
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(idle_wss churn targets reload shutdown)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(idle_wss churn targets reload shutdown h2)
 if [ -n "$MINUTES" ] && ! python3 -c "import sys; assert float(sys.argv[1]) > 0" "$MINUTES" 2>/dev/null; then
     echo "soak.sh: --minutes needs a positive number" >&2; exit 2
 fi
@@ -414,6 +416,38 @@ scenario_churn() {
     stop_albatross
     kill_echo 0
     finish_scenario churn
+}
+
+# ------------------------------------------------------------------ h2
+scenario_h2() {
+    local secs
+    secs=$(secs_for 10)
+    new_scenario h2
+    kv minutes "$(python3 -c "print(round($secs / 60, 2))")"
+    start_echo 0 e1
+    write_config "$WORK/h2.toml" 60 30 "\"127.0.0.1:${P_E[0]}\"" "$HC_DEFAULT"
+    start_albatross h2.toml
+    wsb --scenario h2 --conns 1 --streams 1 --rate 50 --duration 1 --target "127.0.0.1:$P_HTTPS" > "$D/probe.json" &&
+        python3 -c 'import json, sys; sys.exit(json.load(open(sys.argv[1])).get("requests", 0) == 0)' "$D/probe.json" ||
+        die "h2: no HTTP/2 answer through albatross"
+    sleep 2
+    kv rss_start_kib "$(rss_kib "$AL_PID")"
+    start_sampler 5
+    log "h2: ${secs}s of HTTP/2 GETs (4 connections x 8 streams, reopened after GOAWAY)"
+    wsb_bg "$D/h2.json" --scenario h2 --conns 4 --streams 8 --rate "${SOAK_H2_RATE:-3000}" \
+        --paths /a,/b --duration "$secs" --target "127.0.0.1:$P_HTTPS"
+    wait "$BG" || log "h2: wsbench failed"
+    forget "$BG"
+    kv load_end_secs "$(tail -1 "$D/samples.txt" | cut -d' ' -f1)"
+    sleep 15   # the sampler goes on: RSS once the load has stopped
+    stop_sampler
+    kv rss_after_load_kib "$(rss_kib "$AL_PID")"
+    kv albatross_alive "$(alive && echo 1 || echo 0)"
+    metrics > "$D/metrics-end.txt"
+    log_lines
+    stop_albatross
+    kill_echo 0
+    finish_scenario h2
 }
 
 # ------------------------------------------------------------------ targets

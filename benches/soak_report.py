@@ -145,14 +145,14 @@ def rec_idle_wss(d, x, j):
     return fig, counted, result, (rss[0], peak, rss[3]), summary
 
 
-def rec_churn(d, x, j):
-    ws = load_json(d, "ws.json")
-    wss = load_json(d, "wss.json")
+def rss_under_load(d, x):
+    """RSS while a load ran (samples up to load_end_secs): the level after warm-up (the
+    median of the samples between 20% and 30% of the run, at least the first from 20%
+    on), the end, the peak, whether the end stays within 5% of the warm level, the
+    slope after 30% (KiB/min), and the samples counted."""
     samples = load_samples(d)
     load_end = x.get("load_end_secs") or (samples[-1][0] if samples else 0)
     during = [s for s in samples if s[0] <= load_end + 0.01]
-    # The level after warm-up: the samples between 20% and 30% of the run (at least
-    # the first sample from 20% on, for short runs).
     warm = [s[1] for s in during if 0.2 * load_end <= s[0] <= 0.3 * load_end]
     if not warm:
         warm = [s[1] for s in during if s[0] >= 0.2 * load_end][:1]
@@ -169,6 +169,13 @@ def rec_churn(d, x, j):
         den = sum((t - mt) ** 2 for t in ts)
         if den:
             slope = round(sum((t - mt) * (r - mr) for t, r in zip(ts, rs)) / den * 60, 1)
+    return warm_level, end, peak, flat, slope, len(during)
+
+
+def rec_churn(d, x, j):
+    ws = load_json(d, "ws.json")
+    wss = load_json(d, "wss.json")
+    warm_level, end, peak, flat, slope, n = rss_under_load(d, x)
     hs = ws.get("handshakes", 0) + wss.get("handshakes", 0)
     errs = ws.get("errors", 0) + wss.get("errors", 0)
     j.check(ws != {} and wss != {}, "a wsbench handshake run produced no result")
@@ -183,7 +190,7 @@ def rec_churn(d, x, j):
         "rss_start_kib": x.get("rss_start_kib"), "rss_warm_kib": warm_level,
         "rss_peak_kib": peak, "rss_end_kib": end, "rss_after_load_kib": x.get("rss_after_load_kib"),
         "rss_end_over_warm": round(end / warm_level, 4) if warm_level and end else None,
-        "rss_slope_kib_per_min_after_warmup": slope, "flat": flat, "samples": len(during),
+        "rss_slope_kib_per_min_after_warmup": slope, "flat": flat, "samples": n,
         "access_log_lines": x.get("access_log_lines"), "log_dropped_lines": x.get("log_dropped_lines"),
         "tunnel_closed_by_cause": closed_by_cause(load_metrics(d)),
     }
@@ -195,6 +202,54 @@ def rec_churn(d, x, j):
                f"warm {mib(warm_level)}, peak {mib(peak)}, end {mib(end)}, after load "
                f"{mib(x.get('rss_after_load_kib'))} MiB; flat={flat} (end/warm {fig['rss_end_over_warm']}, "
                f"slope {slope} KiB/min)")
+    return fig, counted, result, (x.get("rss_start_kib"), peak, end), summary
+
+
+def rec_h2(d, x, j):
+    h2 = load_json(d, "h2.json")
+    warm_level, end, peak, flat, slope, n = rss_under_load(d, x)
+    statuses = h2.get("statuses") or {}
+    errors = h2.get("errors") or {}
+    requests = h2.get("requests", 0)
+    ok = statuses.get("200", 0)
+    conns = h2.get("conns") or 0
+    goaways = h2.get("goaways", 0)
+    # ALB's GOAWAY after 10,000 requests: each connection lives that many at most.
+    expected_goaways = requests // 10000 - conns if conns else 0
+    j.check(h2 != {}, "the wsbench h2 run produced no result")
+    j.check(requests > 0, "no HTTP/2 request was answered")
+    j.check(not errors, f"stream or connection errors: {errors}")
+    j.check(ok == requests, f"answers other than 200: {statuses}")
+    j.check(goaways >= expected_goaways,
+            f"{goaways} GOAWAYs for {requests} requests on {conns} connections")
+    per_conn = h2.get("requests_per_ended_conn")
+    j.check(not per_conn or per_conn[0] >= 10000,
+            f"a connection ended after {per_conn and per_conn[0]} requests, before ALB's 10,000")
+    j.check(flat, "RSS not flat (end more than 5% above the level after warm-up)")
+    j.check(x.get("albatross_alive") == 1, "albatross was not running at the end")
+    fig = {
+        "requests": requests, "statuses": statuses, "errors": errors,
+        "conns": conns, "streams": h2.get("streams"), "rate": h2.get("rate"),
+        "connections_opened": h2.get("connections"), "goaways": goaways,
+        "goaway_then_client_write_error": h2.get("goaway_then_io"),
+        "requests_per_ended_conn_min_max": per_conn,
+        "rss_start_kib": x.get("rss_start_kib"), "rss_warm_kib": warm_level,
+        "rss_peak_kib": peak, "rss_end_kib": end, "rss_after_load_kib": x.get("rss_after_load_kib"),
+        "rss_end_over_warm": round(end / warm_level, 4) if warm_level and end else None,
+        "rss_slope_kib_per_min_after_warmup": slope, "flat": flat, "samples": n,
+        "access_log_lines": x.get("access_log_lines"), "log_dropped_lines": x.get("log_dropped_lines"),
+    }
+    minutes = x.get("minutes")
+    counted = (f"{minutes} min of HTTP/2 GETs over TLS, {conns} connections x "
+               f"{h2.get('streams')} streams, connections reopened after each GOAWAY")
+    err_total = sum(errors.values())
+    result = (f"{requests} requests, {ok} answered 200, {err_total} errors; {goaways} GOAWAYs over "
+              f"{h2.get('connections')} connections ({h2.get('goaway_then_io')} of them a client write "
+              f"failing after it); RSS {'flat' if flat else 'NOT flat'}: "
+              f"end/warm {fig['rss_end_over_warm']}")
+    summary = (f"h2: {requests} requests ({ok} x 200), {err_total} errors, {goaways} GOAWAYs; RSS start "
+               f"{mib(x.get('rss_start_kib'))}, warm {mib(warm_level)}, peak {mib(peak)}, end {mib(end)} MiB; "
+               f"flat={flat} (end/warm {fig['rss_end_over_warm']}, slope {slope} KiB/min)")
     return fig, counted, result, (x.get("rss_start_kib"), peak, end), summary
 
 
@@ -371,7 +426,7 @@ def rec_shutdown(d, x, j):
 
 RECORDERS = {
     "idle_wss": rec_idle_wss, "churn": rec_churn, "targets": rec_targets,
-    "reload": rec_reload, "shutdown": rec_shutdown,
+    "reload": rec_reload, "shutdown": rec_shutdown, "h2": rec_h2,
 }
 
 

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! wsbench echo --listen 127.0.0.1:19000 --tls-listen 127.0.0.1:19001 --cert C --key K
-//! wsbench run --scenario handshake|rtt|throughput|idle|http|probe|mixed|drain
+//! wsbench run --scenario handshake|rtt|throughput|idle|http|probe|mixed|drain|h2
 //!             --target HOST:PORT [--tls]
 //!             [--conns N] [--duration S] [--warmup S] [--hold S] [--rate R]
 //!             [--proxy-pids P1,P2] [--echo-pid P] [--label TEXT]
@@ -57,7 +57,7 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 type Conn = Pin<Box<dyn Io>>;
 
-const USAGE: &str = "usage: wsbench echo --listen ADDR [--tls-listen ADDR --cert PEM --key PEM] [--id NAME] [--delay-ms N]\n       wsbench run --scenario handshake|rtt|throughput|idle|http|probe|mixed|drain --target HOST:PORT [--tls] [--conns N] [--duration S] [--warmup S] [--hold S] [--rate R] [--proxy-pids P,..] [--echo-pid P] [--label TEXT]\n           mixed: [--paths /a,/b] [--tunnels T] [--tunnel-interval S]\n           drain: [--path /slow] [--tunnels T] [--signal-after S] [--probe ADDR,..] [--expect-bytes N]";
+const USAGE: &str = "usage: wsbench echo --listen ADDR [--tls-listen ADDR --cert PEM --key PEM] [--id NAME] [--delay-ms N]\n       wsbench run --scenario handshake|rtt|throughput|idle|http|probe|mixed|drain|h2 --target HOST:PORT [--tls] [--conns N] [--duration S] [--warmup S] [--hold S] [--rate R] [--proxy-pids P,..] [--echo-pid P] [--label TEXT]\n           mixed: [--paths /a,/b] [--tunnels T] [--tunnel-interval S]\n           drain: [--path /slow] [--tunnels T] [--signal-after S] [--probe ADDR,..] [--expect-bytes N]\n           h2: [--paths /a,/b] [--streams S] (TLS with ALPN h2 always)";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -432,6 +432,11 @@ fn bind_no_port(sock: &TcpSocket) {
 fn bind_no_port(_sock: &TcpSocket) {}
 
 fn tls_connector() -> tokio_rustls::TlsConnector {
+    tls_connector_alpn(b"http/1.1")
+}
+
+/// A TLS 1.3 client that accepts any certificate and offers `alpn`.
+fn tls_connector_alpn(alpn: &[u8]) -> tokio_rustls::TlsConnector {
     #[derive(Debug)]
     struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
     impl rustls::client::danger::ServerCertVerifier for NoVerify {
@@ -475,7 +480,7 @@ fn tls_connector() -> tokio_rustls::TlsConnector {
         .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
         .with_no_client_auth();
     config.resumption = rustls::client::Resumption::disabled();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
@@ -647,6 +652,7 @@ async fn run_main(opts: Opts) -> Res<()> {
         "probe" => probe(&client, opts.num("duration", 15.0), &mut out).await?,
         "mixed" => mixed(&client, &opts, &w, &mut out).await?,
         "drain" => drain(&client, &opts, &w, &mut out).await?,
+        "h2" => h2_load(&client, &opts, &w, &mut out).await?,
         other => return Err(format!("unknown scenario {other}").into()),
     }
     let mut stdout = std::io::stdout().lock();
@@ -1595,6 +1601,226 @@ async fn mixed(
             "final_ok": s.final_ok.load(Ordering::Relaxed),
             "final_failed": s.final_failed.json(),
         }),
+    );
+    out.insert("events".into(), events.json());
+    Ok(())
+}
+
+#[derive(Default)]
+struct H2Stats {
+    statuses: Tally,
+    errors: Tally,
+    /// Connections opened, and those the server ended with a clean `GOAWAY`.
+    connections: AtomicU64,
+    goaways: AtomicU64,
+    /// Connections whose client side failed a write after the server's `GOAWAY`
+    /// (its FIN or RST raced the client's last WINDOW_UPDATE or PING acknowledgement);
+    /// every stream had its answer by then.
+    goaway_then_io: AtomicU64,
+    /// Requests answered on each connection the server ended, fewest and most.
+    per_ended_conn: std::sync::Mutex<Option<(u64, u64)>>,
+}
+
+impl H2Stats {
+    fn ended(&self, answered: u64) {
+        self.goaways.fetch_add(1, Ordering::Relaxed);
+        let mut range = self.per_ended_conn.lock().expect("range");
+        *range = Some(match *range {
+            None => (answered, answered),
+            Some((lo, hi)) => (lo.min(answered), hi.max(answered)),
+        });
+    }
+}
+
+/// How a stream or a connection of the h2 scenario ended badly, or `None` for the
+/// server's clean `GOAWAY` (the connection is then opened again).
+fn h2_failure(e: &h2::Error) -> Option<String> {
+    if e.is_go_away() && e.reason() == Some(h2::Reason::NO_ERROR) {
+        return None;
+    }
+    Some(match e.reason() {
+        Some(r) => format!("h2_{r:?}").to_lowercase(),
+        None if e.is_io() => format!("io_{:?}", e.get_io().map(std::io::Error::kind)),
+        None => e.to_string(),
+    })
+}
+
+/// HTTP/2 GETs over TLS (ALPN `h2`) on `conns` connections with `streams` requests in
+/// flight on each, paced to `rate` in all, paths in rotation. A connection the server
+/// ends cleanly with `GOAWAY` (ALB's 10,000 requests, or `client_keep_alive`) is counted
+/// and opened again; every other end of a stream is an error. Each answer's body is read
+/// whole.
+async fn h2_load(
+    client: &Arc<Client>,
+    opts: &Opts,
+    w: &Window,
+    out: &mut serde_json::Map<String, Value>,
+) -> Res<()> {
+    let conns: usize = opts.num("conns", 4);
+    let streams: usize = opts.num("streams", 8);
+    let rate: f64 = opts.num("rate", 0.0);
+    let paths: Arc<Vec<String>> = Arc::new(
+        opts.get("paths")
+            .unwrap_or("/")
+            .split(',')
+            .map(str::to_string)
+            .collect(),
+    );
+    let connector = tls_connector_alpn(b"h2");
+    let stats = Arc::new(H2Stats::default());
+    let events = Arc::new(Events::new());
+    let pacer = Arc::new(Pacer::new(rate));
+    let end = Instant::now() + w.duration;
+    let mut tasks = Vec::new();
+    for i in 0..conns {
+        let (client, connector, stats, events, pacer, paths) = (
+            client.clone(),
+            connector.clone(),
+            stats.clone(),
+            events.clone(),
+            pacer.clone(),
+            paths.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+            while Instant::now() < end {
+                let opened = tokio::time::timeout(Duration::from_secs(10), async {
+                    let tls = connector.connect(name.clone(), client.tcp().await?).await?;
+                    Ok::<_, BoxError>(h2::client::handshake(tls).await?)
+                })
+                .await;
+                let (send, conn) = match opened {
+                    Ok(Ok(c)) => c,
+                    r => {
+                        let kind = match r {
+                            Ok(Err(e)) => format!("connect_{}", error_kind(&e)),
+                            _ => "connect_timeout".to_string(),
+                        };
+                        events.add(format!("h2 {kind}"));
+                        stats.errors.add(kind);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                stats.connections.fetch_add(1, Ordering::Relaxed);
+                let conn = tokio::spawn(conn);
+                let goaway = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let answered = Arc::new(AtomicU64::new(0));
+                let mut lanes = Vec::with_capacity(streams);
+                for lane in 0..streams {
+                    let (send, stats, events, pacer, paths, goaway, answered) = (
+                        send.clone(),
+                        stats.clone(),
+                        events.clone(),
+                        pacer.clone(),
+                        paths.clone(),
+                        goaway.clone(),
+                        answered.clone(),
+                    );
+                    let mut k = i * streams + lane;
+                    lanes.push(tokio::spawn(async move {
+                        while pacer.wait(end).await {
+                            let path = &paths[k % paths.len()];
+                            k += 1;
+                            let req = Request::get(format!("https://localhost{path}"))
+                                .body(())
+                                .expect("request");
+                            let answer = tokio::time::timeout(Duration::from_secs(15), async {
+                                let mut ready = send.clone().ready().await?;
+                                let (resp, _) = ready.send_request(req, true)?;
+                                let resp = resp.await?;
+                                let status = resp.status().as_u16();
+                                let mut body = resp.into_body();
+                                while let Some(chunk) = body.data().await {
+                                    let chunk = chunk?;
+                                    let _ = body.flow_control().release_capacity(chunk.len());
+                                }
+                                Ok::<_, h2::Error>(status)
+                            })
+                            .await;
+                            match answer {
+                                Ok(Ok(status)) => {
+                                    stats.statuses.add(status.to_string());
+                                    answered.fetch_add(1, Ordering::Relaxed);
+                                    if status >= 400 {
+                                        events.add(format!("h2 {status} {path}"));
+                                    }
+                                }
+                                Ok(Err(e)) => {
+                                    match h2_failure(&e) {
+                                        Some(kind) => {
+                                            events.add(format!("h2 {kind} {path}"));
+                                            stats.errors.add(kind);
+                                        }
+                                        None => goaway.store(true, Ordering::Relaxed),
+                                    }
+                                    // The connection is done: open another.
+                                    return;
+                                }
+                                Err(_) => {
+                                    events.add(format!("h2 timeout {path}"));
+                                    stats.errors.add("timeout");
+                                    return;
+                                }
+                            }
+                        }
+                    }));
+                }
+                for lane in lanes {
+                    let _ = lane.await;
+                }
+                drop(send);
+                // Lanes that saw no GOAWAY stopped because the run's paced slots ran
+                // out: the run is over for this connection.
+                if Instant::now() >= end || !goaway.load(Ordering::Relaxed) {
+                    conn.abort();
+                    break;
+                }
+                let answered = answered.load(Ordering::Relaxed);
+                match tokio::time::timeout(Duration::from_secs(10), conn).await {
+                    Ok(Ok(Ok(()))) => stats.ended(answered),
+                    Ok(Ok(Err(e))) => match h2_failure(&e) {
+                        None => stats.ended(answered),
+                        Some(_) if e.is_io() && goaway.load(Ordering::Relaxed) => {
+                            stats.ended(answered);
+                            stats.goaway_then_io.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Some(kind) => {
+                            events.add(format!("h2 connection {kind}"));
+                            stats.errors.add(format!("connection_{kind}"));
+                        }
+                    },
+                    _ => {
+                        events.add("h2 connection did not end".to_string());
+                        stats.errors.add("connection_not_ended");
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let s = &stats;
+    out.insert("duration_secs".into(), json!(w.duration.as_secs_f64()));
+    out.insert("conns".into(), json!(conns));
+    out.insert("streams".into(), json!(streams));
+    out.insert("rate".into(), json!(rate));
+    out.insert("requests".into(), json!(s.statuses.total()));
+    out.insert("statuses".into(), s.statuses.json());
+    out.insert("errors".into(), s.errors.json());
+    out.insert(
+        "connections".into(),
+        json!(s.connections.load(Ordering::Relaxed)),
+    );
+    out.insert("goaways".into(), json!(s.goaways.load(Ordering::Relaxed)));
+    out.insert(
+        "requests_per_ended_conn".into(),
+        json!(*s.per_ended_conn.lock().expect("range")),
+    );
+    out.insert(
+        "goaway_then_io".into(),
+        json!(s.goaway_then_io.load(Ordering::Relaxed)),
     );
     out.insert("events".into(), events.json());
     Ok(())
