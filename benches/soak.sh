@@ -383,15 +383,38 @@ scenario_idle_wss() {
     finish_scenario idle_wss
 }
 
+# steady_start NAME: a fresh scenario of secs_for 10 seconds (set in SECS): one echo
+# target, albatross in front of it on the default config.
+SECS=0
+steady_start() {
+    SECS=$(secs_for 10)
+    new_scenario "$1"
+    kv minutes "$(python3 -c "print(round($SECS / 60, 2))")"
+    start_echo 0 e1
+    write_config "$WORK/$1.toml" 60 30 "\"127.0.0.1:${P_E[0]}\"" "$HC_DEFAULT"
+    start_albatross "$1.toml"
+}
+
+# after_steady_load NAME: once a sampled load on one echo target has ended: RSS 15 s on,
+# albatross's state and logs, everything stopped, the scenario judged.
+after_steady_load() {
+    kv load_end_secs "$(tail -1 "$D/samples.txt" | cut -d' ' -f1)"
+    sleep 15   # the sampler goes on: RSS once the load has stopped
+    stop_sampler
+    kv rss_after_load_kib "$(rss_kib "$AL_PID")"
+    kv albatross_alive "$(alive && echo 1 || echo 0)"
+    metrics > "$D/metrics-end.txt"
+    log_lines
+    stop_albatross
+    kill_echo 0
+    finish_scenario "$1"
+}
+
 # ------------------------------------------------------------------ churn
 scenario_churn() {
     local secs ws_pid wss_pid
-    secs=$(secs_for 10)
-    new_scenario churn
-    kv minutes "$(python3 -c "print(round($secs / 60, 2))")"
-    start_echo 0 e1
-    write_config "$WORK/churn.toml" 60 30 "\"127.0.0.1:${P_E[0]}\"" "$HC_DEFAULT"
-    start_albatross churn.toml
+    steady_start churn
+    secs=$SECS
     wsb --scenario probe --target "127.0.0.1:$P_HTTP" --duration 30 > /dev/null || die "churn: no ws echo through albatross"
     sleep 2
     kv rss_start_kib "$(rss_kib "$AL_PID")"
@@ -406,27 +429,14 @@ scenario_churn() {
     wait "$ws_pid" || log "churn: ws wsbench failed"
     wait "$wss_pid" || log "churn: wss wsbench failed"
     forget "$ws_pid"; forget "$wss_pid"
-    kv load_end_secs "$(tail -1 "$D/samples.txt" | cut -d' ' -f1)"
-    sleep 15   # the sampler goes on: RSS once the load has stopped
-    stop_sampler
-    kv rss_after_load_kib "$(rss_kib "$AL_PID")"
-    kv albatross_alive "$(alive && echo 1 || echo 0)"
-    metrics > "$D/metrics-end.txt"
-    log_lines
-    stop_albatross
-    kill_echo 0
-    finish_scenario churn
+    after_steady_load churn
 }
 
 # ------------------------------------------------------------------ h2
 scenario_h2() {
     local secs
-    secs=$(secs_for 10)
-    new_scenario h2
-    kv minutes "$(python3 -c "print(round($secs / 60, 2))")"
-    start_echo 0 e1
-    write_config "$WORK/h2.toml" 60 30 "\"127.0.0.1:${P_E[0]}\"" "$HC_DEFAULT"
-    start_albatross h2.toml
+    steady_start h2
+    secs=$SECS
     wsb --scenario h2 --conns 1 --streams 1 --rate 50 --duration 1 --target "127.0.0.1:$P_HTTPS" > "$D/probe.json" &&
         python3 -c 'import json, sys; sys.exit(json.load(open(sys.argv[1])).get("requests", 0) == 0)' "$D/probe.json" ||
         die "h2: no HTTP/2 answer through albatross"
@@ -438,16 +448,7 @@ scenario_h2() {
         --paths /a,/b --duration "$secs" --target "127.0.0.1:$P_HTTPS"
     wait "$BG" || log "h2: wsbench failed"
     forget "$BG"
-    kv load_end_secs "$(tail -1 "$D/samples.txt" | cut -d' ' -f1)"
-    sleep 15   # the sampler goes on: RSS once the load has stopped
-    stop_sampler
-    kv rss_after_load_kib "$(rss_kib "$AL_PID")"
-    kv albatross_alive "$(alive && echo 1 || echo 0)"
-    metrics > "$D/metrics-end.txt"
-    log_lines
-    stop_albatross
-    kill_echo 0
-    finish_scenario h2
+    after_steady_load h2
 }
 
 # ------------------------------------------------------------------ targets

@@ -1367,6 +1367,17 @@ struct MixedStats {
     final_failed: Tally,
 }
 
+/// `--paths /a,/b` (default `/`), to take in rotation.
+fn paths_opt(opts: &Opts) -> Arc<Vec<String>> {
+    Arc::new(
+        opts.get("paths")
+            .unwrap_or("/")
+            .split(',')
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
 /// HTTP GETs over keep-alive connections (paced, paths in rotation) beside T WebSocket
 /// tunnels that each echo every interval; a tunnel that fails is counted by its target
 /// and the kind of failure, and opened again. At the end every tunnel echoes once more.
@@ -1380,13 +1391,7 @@ async fn mixed(
     let rate: f64 = opts.num("rate", 0.0);
     let tunnels: usize = opts.num("tunnels", 0);
     let interval = Duration::from_secs_f64(opts.num("tunnel-interval", 2.0));
-    let paths: Arc<Vec<String>> = Arc::new(
-        opts.get("paths")
-            .unwrap_or("/")
-            .split(',')
-            .map(str::to_string)
-            .collect(),
-    );
+    let paths = paths_opt(opts);
     let stats = Arc::new(MixedStats::default());
     let events = Arc::new(Events::new());
     // Tunnels first, so that the HTTP load runs beside all of them.
@@ -1659,13 +1664,7 @@ async fn h2_load(
     let conns: usize = opts.num("conns", 4);
     let streams: usize = opts.num("streams", 8);
     let rate: f64 = opts.num("rate", 0.0);
-    let paths: Arc<Vec<String>> = Arc::new(
-        opts.get("paths")
-            .unwrap_or("/")
-            .split(',')
-            .map(str::to_string)
-            .collect(),
-    );
+    let paths = paths_opt(opts);
     let connector = tls_connector_alpn(b"h2");
     let stats = Arc::new(H2Stats::default());
     let events = Arc::new(Events::new());

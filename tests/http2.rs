@@ -125,6 +125,28 @@ async fn http2_enabled_false_offers_only_http11() {
     );
 }
 
+/// An HTTP/2 connection to the HTTPS listener at `addr`, and its connection task (to
+/// watch it end).
+async fn h2_connection(
+    pki: &Pki,
+    addr: SocketAddr,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tls = connect(pki, addr, &[b"h2"]).await;
+    let (client, conn) = within("h2 handshake", h2::client::handshake(tls))
+        .await
+        .unwrap();
+    (client, tokio::spawn(conn))
+}
+
+/// The connection task ends, without an error: the load balancer's GOAWAY and close.
+async fn ended_cleanly(conn: tokio::task::JoinHandle<Result<(), h2::Error>>) {
+    let ended = within("the connection's end", conn).await.unwrap();
+    assert!(ended.is_ok(), "a GOAWAY ends it cleanly: {ended:?}");
+}
+
 /// `n` GET requests on `client`, up to 100 at a time; each must get a 200.
 async fn h2_gets(client: &mut h2::client::SendRequest<bytes::Bytes>, n: usize) {
     let mut pending = std::collections::VecDeque::new();
@@ -155,11 +177,7 @@ async fn h2_connection_ends_with_goaway_after_10000_requests() {
     let cert = pki.leaf("localhost", &["localhost"]);
     let app = named_target("app").await;
     let proxy = start_proxy(&pki, &config(&cert, "", app, app)).await;
-    let tls = connect(&pki, proxy.listener_addr(0), &[b"h2"]).await;
-    let (mut client, conn) = within("h2 handshake", h2::client::handshake(tls))
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut client, conn) = h2_connection(&pki, proxy.listener_addr(0)).await;
 
     h2_gets(&mut client, 9_999).await;
     assert!(
@@ -168,8 +186,7 @@ async fn h2_connection_ends_with_goaway_after_10000_requests() {
     );
     // The 10,000th is served, then the load balancer says GOAWAY and closes.
     h2_gets(&mut client, 1).await;
-    let ended = within("the connection's end", conn).await.unwrap();
-    assert!(ended.is_ok(), "a GOAWAY ends it cleanly: {ended:?}");
+    ended_cleanly(conn).await;
     let req = http::Request::builder()
         .uri("https://localhost/after")
         .body(())
@@ -187,11 +204,7 @@ async fn h2_client_keep_alive_ends_with_goaway_after_the_next_request() {
     let lb = "client_keep_alive = \"500ms\"";
     let proxy = start_proxy(&pki, &config(&cert, lb, app, app)).await;
     let opened = std::time::Instant::now();
-    let tls = connect(&pki, proxy.listener_addr(0), &[b"h2"]).await;
-    let (mut client, conn) = within("h2 handshake", h2::client::handshake(tls))
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut client, conn) = h2_connection(&pki, proxy.listener_addr(0)).await;
 
     h2_gets(&mut client, 3).await;
     assert!(!conn.is_finished());
@@ -201,6 +214,5 @@ async fn h2_client_keep_alive_ends_with_goaway_after_the_next_request() {
         "an idle connection past its lifetime stays open"
     );
     h2_gets(&mut client, 1).await;
-    let ended = within("the connection's end", conn).await.unwrap();
-    assert!(ended.is_ok(), "a GOAWAY ends it cleanly: {ended:?}");
+    ended_cleanly(conn).await;
 }
