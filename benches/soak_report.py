@@ -172,6 +172,16 @@ def rss_under_load(d, x):
     return warm_level, end, peak, flat, slope, len(during)
 
 
+def rss_figures(x, warm_level, end, peak, flat, slope, n):
+    """The figures of rss_under_load's answer, with the start and after-load readings."""
+    return {
+        "rss_start_kib": x.get("rss_start_kib"), "rss_warm_kib": warm_level,
+        "rss_peak_kib": peak, "rss_end_kib": end, "rss_after_load_kib": x.get("rss_after_load_kib"),
+        "rss_end_over_warm": round(end / warm_level, 4) if warm_level and end else None,
+        "rss_slope_kib_per_min_after_warmup": slope, "flat": flat, "samples": n,
+    }
+
+
 def rec_churn(d, x, j):
     ws = load_json(d, "ws.json")
     wss = load_json(d, "wss.json")
@@ -187,10 +197,7 @@ def rec_churn(d, x, j):
         "ws_rate": ws.get("rate"), "ws_p99_ms": ws.get("p99_ms"),
         "wss_handshakes": wss.get("handshakes"), "wss_errors": wss.get("errors"),
         "wss_rate": wss.get("rate"), "wss_p99_ms": wss.get("p99_ms"),
-        "rss_start_kib": x.get("rss_start_kib"), "rss_warm_kib": warm_level,
-        "rss_peak_kib": peak, "rss_end_kib": end, "rss_after_load_kib": x.get("rss_after_load_kib"),
-        "rss_end_over_warm": round(end / warm_level, 4) if warm_level and end else None,
-        "rss_slope_kib_per_min_after_warmup": slope, "flat": flat, "samples": n,
+        **rss_figures(x, warm_level, end, peak, flat, slope, n),
         "access_log_lines": x.get("access_log_lines"), "log_dropped_lines": x.get("log_dropped_lines"),
         "tunnel_closed_by_cause": closed_by_cause(load_metrics(d)),
     }
@@ -233,10 +240,7 @@ def rec_h2(d, x, j):
         "connections_opened": h2.get("connections"), "goaways": goaways,
         "goaway_then_client_write_error": h2.get("goaway_then_io"),
         "requests_per_ended_conn_min_max": per_conn,
-        "rss_start_kib": x.get("rss_start_kib"), "rss_warm_kib": warm_level,
-        "rss_peak_kib": peak, "rss_end_kib": end, "rss_after_load_kib": x.get("rss_after_load_kib"),
-        "rss_end_over_warm": round(end / warm_level, 4) if warm_level and end else None,
-        "rss_slope_kib_per_min_after_warmup": slope, "flat": flat, "samples": n,
+        **rss_figures(x, warm_level, end, peak, flat, slope, n),
         "access_log_lines": x.get("access_log_lines"), "log_dropped_lines": x.get("log_dropped_lines"),
     }
     minutes = x.get("minutes")

@@ -1650,6 +1650,73 @@ fn h2_failure(e: &h2::Error) -> Option<String> {
     })
 }
 
+/// One stream at a time on an h2 connection of the `h2` scenario.
+struct H2Lane {
+    send: h2::client::SendRequest<Bytes>,
+    stats: Arc<H2Stats>,
+    events: Arc<Events>,
+    pacer: Arc<Pacer>,
+    paths: Arc<Vec<String>>,
+    /// The server's clean `GOAWAY` was seen on the connection.
+    goaway: Arc<std::sync::atomic::AtomicBool>,
+    /// Requests answered on the connection.
+    answered: Arc<AtomicU64>,
+}
+
+impl H2Lane {
+    /// GETs (paths in rotation from the `k`th) in the pacer's slots until `end` or
+    /// until the connection is done.
+    async fn run(self, mut k: usize, end: Instant) {
+        while self.pacer.wait(end).await {
+            let path = &self.paths[k % self.paths.len()];
+            k += 1;
+            let answer = tokio::time::timeout(Duration::from_secs(15), self.get(path)).await;
+            match answer {
+                Ok(Ok(status)) => {
+                    self.stats.statuses.add(status.to_string());
+                    self.answered.fetch_add(1, Ordering::Relaxed);
+                    if status >= 400 {
+                        self.events.add(format!("h2 {status} {path}"));
+                    }
+                }
+                Ok(Err(e)) => {
+                    match h2_failure(&e) {
+                        Some(kind) => {
+                            self.events.add(format!("h2 {kind} {path}"));
+                            self.stats.errors.add(kind);
+                        }
+                        None => self.goaway.store(true, Ordering::Relaxed),
+                    }
+                    // The connection is done: open another.
+                    return;
+                }
+                Err(_) => {
+                    self.events.add(format!("h2 timeout {path}"));
+                    self.stats.errors.add("timeout");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One GET of `path`, its body read whole: the status.
+    async fn get(&self, path: &str) -> Result<u16, h2::Error> {
+        let req = Request::get(format!("https://localhost{path}"))
+            .body(())
+            .expect("request");
+        let mut ready = self.send.clone().ready().await?;
+        let (resp, _) = ready.send_request(req, true)?;
+        let resp = resp.await?;
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+        }
+        Ok(status)
+    }
+}
+
 /// HTTP/2 GETs over TLS (ALPN `h2`) on `conns` connections with `streams` requests in
 /// flight on each, paced to `rate` in all, paths in rotation. A connection the server
 /// ends cleanly with `GOAWAY` (ALB's 10,000 requests, or `client_keep_alive`) is counted
@@ -1706,64 +1773,17 @@ async fn h2_load(
                 let goaway = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let answered = Arc::new(AtomicU64::new(0));
                 let mut lanes = Vec::with_capacity(streams);
-                for lane in 0..streams {
-                    let (send, stats, events, pacer, paths, goaway, answered) = (
-                        send.clone(),
-                        stats.clone(),
-                        events.clone(),
-                        pacer.clone(),
-                        paths.clone(),
-                        goaway.clone(),
-                        answered.clone(),
-                    );
-                    let mut k = i * streams + lane;
-                    lanes.push(tokio::spawn(async move {
-                        while pacer.wait(end).await {
-                            let path = &paths[k % paths.len()];
-                            k += 1;
-                            let req = Request::get(format!("https://localhost{path}"))
-                                .body(())
-                                .expect("request");
-                            let answer = tokio::time::timeout(Duration::from_secs(15), async {
-                                let mut ready = send.clone().ready().await?;
-                                let (resp, _) = ready.send_request(req, true)?;
-                                let resp = resp.await?;
-                                let status = resp.status().as_u16();
-                                let mut body = resp.into_body();
-                                while let Some(chunk) = body.data().await {
-                                    let chunk = chunk?;
-                                    let _ = body.flow_control().release_capacity(chunk.len());
-                                }
-                                Ok::<_, h2::Error>(status)
-                            })
-                            .await;
-                            match answer {
-                                Ok(Ok(status)) => {
-                                    stats.statuses.add(status.to_string());
-                                    answered.fetch_add(1, Ordering::Relaxed);
-                                    if status >= 400 {
-                                        events.add(format!("h2 {status} {path}"));
-                                    }
-                                }
-                                Ok(Err(e)) => {
-                                    match h2_failure(&e) {
-                                        Some(kind) => {
-                                            events.add(format!("h2 {kind} {path}"));
-                                            stats.errors.add(kind);
-                                        }
-                                        None => goaway.store(true, Ordering::Relaxed),
-                                    }
-                                    // The connection is done: open another.
-                                    return;
-                                }
-                                Err(_) => {
-                                    events.add(format!("h2 timeout {path}"));
-                                    stats.errors.add("timeout");
-                                    return;
-                                }
-                            }
-                        }
-                    }));
+                for n in 0..streams {
+                    let lane = H2Lane {
+                        send: send.clone(),
+                        stats: stats.clone(),
+                        events: events.clone(),
+                        pacer: pacer.clone(),
+                        paths: paths.clone(),
+                        goaway: goaway.clone(),
+                        answered: answered.clone(),
+                    };
+                    lanes.push(tokio::spawn(lane.run(i * streams + n, end)));
                 }
                 for lane in lanes {
                     let _ = lane.await;

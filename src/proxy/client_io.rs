@@ -188,7 +188,7 @@ pub struct ConnState {
     pub received: AtomicU64,
     pub sent: AtomicU64,
     /// When serving began: `client_keep_alive` counts from here.
-    opened: std::time::Instant,
+    opened: Instant,
     /// How the current request body is arriving.
     pub body: BodyClock,
 }
@@ -213,15 +213,18 @@ impl ConnState {
             tunnel: Mutex::default(),
             received: AtomicU64::new(0),
             sent: AtomicU64::new(0),
-            opened: std::time::Instant::now(),
+            opened: Instant::now(),
             body: BodyClock::default(),
         }
     }
 
     /// Has the connection lived past `keep_alive` (ALB's `client_keep_alive`)? Its next
     /// request is then its last: served, and answered with `Connection: close`.
-    pub fn outlived(&self, keep_alive: std::time::Duration) -> bool {
-        self.opened.elapsed() >= keep_alive
+    /// Measured at the request's last byte read (the reader's reading, no clock read
+    /// of its own per request).
+    pub fn outlived(&self, keep_alive: Duration) -> bool {
+        let (_, last_read) = self.body.state();
+        last_read.saturating_duration_since(self.opened) >= keep_alive
     }
 
     /// Hold `record` until its response is out (see [`ConnState::write_pending`]).

@@ -430,7 +430,9 @@ impl Forwarded {
         }
     }
 
-    /// The trace id to send for a request that came with `sent`.
+    /// The X-Amzn-Trace-Id to send for a request that came with `sent`, as ALB sets it:
+    /// `Root=` when none came; when a Root came, `Self=` put (or replaced) in front and
+    /// the rest kept. The one worked out when the request arrived, when there is one.
     fn trace_for(&self, sent: Option<&HeaderValue>) -> HeaderValue {
         match &self.trace {
             Some(value) => value.clone(),
@@ -607,21 +609,6 @@ fn write_decimal(out: &mut [u8], mut n: u32) -> usize {
     len
 }
 
-/// X-Amzn-Trace-Id as ALB sets it: add `Root=` when absent; when a Root arrives, put
-/// (or replace) `Self=` in front and keep the rest.
-pub fn apply_trace_id(headers: &mut HeaderMap) {
-    // One lookup of the name, whether the header is there or not.
-    match headers.entry(&X_AMZN_TRACE_ID) {
-        Entry::Vacant(e) => {
-            e.insert(trace_value(None).0);
-        }
-        Entry::Occupied(mut e) => {
-            let value = trace_value(Some(e.get())).0;
-            e.insert(value);
-        }
-    }
-}
-
 /// The X-Amzn-Trace-Id to send for a request that came with `existing`, and the id's
 /// text when the load balancer made it whole (no trace id came).
 pub fn trace_value(
@@ -771,7 +758,7 @@ mod tests {
     #[test]
     fn trace_id_format_and_self() {
         let mut h = HeaderMap::new();
-        apply_trace_id(&mut h);
+        fwd(XffMode::Preserve, 443).apply(&mut h, None);
         let v = h[&X_AMZN_TRACE_ID].to_str().unwrap().to_string();
         let id = v.strip_prefix("Root=1-").unwrap();
         let (epoch, rand) = id.split_once('-').unwrap();
@@ -786,7 +773,7 @@ mod tests {
                 "Self=1-0-0;Root=1-63441c4a-abcdef012345678912345678;CalledFrom=app",
             ),
         );
-        apply_trace_id(&mut h);
+        fwd(XffMode::Preserve, 443).apply(&mut h, None);
         let v = h[&X_AMZN_TRACE_ID].to_str().unwrap();
         assert!(v.starts_with("Self=1-"));
         assert!(v.ends_with(";Root=1-63441c4a-abcdef012345678912345678;CalledFrom=app"));
